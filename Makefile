@@ -1,0 +1,60 @@
+# One place for tooling. `make up` and `make test` are the README's two commands: each installs
+# what it needs (Debian packages and a virtualenv in .venv) on a fresh Debian 12 machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := postfix dnsmasq-base swaks
+STAMP := $(VENV)/.installed
+
+.PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  apt-get update -q >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+up: deps
+	$(VENV)/bin/petrel up $(ARGS)
+
+test: system-deps deps proto-check lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: deps
+	$(PY) -m pytest -q tests/unit
+
+service: deps
+	$(PY) -m pytest -q tests/service
+
+e2e: system-deps deps
+	$(PY) -m pytest -q tests/e2e
+
+lint: deps
+	$(VENV)/bin/ruff check .
+
+typecheck: deps
+	$(VENV)/bin/mypy
+
+proto: deps
+	PYTHON=$(PY) scripts/gen_protos.sh
+
+# Fails when the committed generated code differs from what the protos produce.
+proto-check: deps
+	PYTHON=$(PY) scripts/check_protos.sh
+
+bench: system-deps deps
+	$(PY) benchmarks/bench.py $(ARGS)
+
+clean:
+	rm -rf petrel-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from petrel.cli import main
+
+main()

@@ -1,0 +1,249 @@
+"""Typed, frozen configuration for every service, from one TOML file plus the environment.
+
+Sources, later ones winning:
+
+1. defaults that work on one machine (everything on loopback, data under ``./petrel-data``);
+2. the TOML file named by ``--config`` or ``PETREL_CONFIG``;
+3. environment variables ``PETREL_<SECTION>__<FIELD>`` (``PETREL_SPOOL__BACKEND=memory``) and
+   ``PETREL_<FIELD>`` for top-level fields (``PETREL_DATA_DIR``). List values are JSON
+   (``["127.0.0.0/8"]``) or comma-separated; tables are JSON.
+
+Validation happens once, at start; an error names the bad field (``spool.backend: ...``).
+Only ``load_config`` reads the environment; everything below ``main()`` receives a ``Config``.
+Durations accept seconds or strings like ``"20m"`` (see ``petrel.durations``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from petrel.durations import parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+ENV_PREFIX = "PETREL_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+HostPort = Annotated[str, BeforeValidator(lambda v: _check_hostport(str(v)))]
+
+
+class SpoolConfig(_Section):
+    listen: HostPort = "127.0.0.1:7701"
+    address: HostPort = "127.0.0.1:7701"
+    backend: Literal["rocksdb", "memory"] = "rocksdb"
+    # Directory of the RocksDB database; "" = <data_dir>/spool.
+    path: str = ""
+    # Group commit: writes arriving within this window share one synced write batch.
+    group_commit_max_batch: int = Field(default=1024, ge=1)
+    group_commit_max_delay: Duration = 0.0
+    metrics_listen: str = ""
+
+
+class SchedulerConfig(_Section):
+    listen: HostPort = "127.0.0.1:7702"
+    address: HostPort = "127.0.0.1:7702"
+    retry_interval: Duration = 1200.0
+    max_retry_interval: Duration = 4 * 3600.0
+    # Fraction of the backoff added or removed at random so retries do not stampede.
+    retry_jitter: float = Field(default=0.1, ge=0.0, le=1.0)
+    max_age: Duration = 7 * 86400.0
+    # Concurrent deliveries in flight per destination site (KumoMTA's connection_limit).
+    connection_limit: int = Field(default=32, ge=1)
+    # Safety net: how often the spool is re-read for messages the scheduler does not know.
+    reconcile_interval: Duration = 300.0
+    # How long a dispatched task may stay unanswered before it is put back (worker lost).
+    task_timeout: Duration = 600.0
+    metrics_listen: str = ""
+
+
+class IngressConfig(_Section):
+    smtp_listen: HostPort = "127.0.0.1:2525"
+    grpc_listen: HostPort = "127.0.0.1:7703"
+    address: HostPort = "127.0.0.1:7703"
+    hostname: str = "petrel.localhost"
+    relay_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # SASL users allowed to relay from anywhere: {"name": "password"}.
+    auth_users: dict[str, str] = Field(default_factory=dict)
+    auth_require_tls: bool = True
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    max_message_size: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(default=1000, ge=1)
+    # Deadline for the spool's durable acknowledgement before answering 451 4.3.0.
+    spool_deadline: Duration = 10.0
+    enqueue_deadline: Duration = 5.0
+    metrics_listen: str = ""
+
+    @field_validator("relay_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+
+class RoutingConfig(_Section):
+    """How a recipient domain becomes a destination site and a list of hosts (shared by the
+    scheduler, which shapes per site, and egress, which connects)."""
+
+    # Route all mail to HOST:PORT (Postfix's relayhost); "" = use MX records.
+    smarthost: str = ""
+    # Per-domain routes {"example.com": "HOST:PORT"}, checked before the smarthost.
+    routes: dict[str, str] = Field(default_factory=dict)
+    # Port used for hosts found through MX/A/AAAA records.
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    # Resolver overrides; empty = /etc/resolv.conf.
+    dns_nameservers: tuple[str, ...] = ()
+    dns_port: int = Field(default=53, ge=1, le=65535)
+    dns_timeout: Duration = 5.0
+    # Upper bound on how long a DNS answer is cached, whatever its TTL.
+    dns_max_cache_ttl: Duration = 300.0
+
+
+class EgressConfig(_Section):
+    worker_id: str = ""
+    # Tasks held at once by this worker (the credit it grants the scheduler).
+    max_inflight: int = Field(default=256, ge=1)
+    ehlo_name: str = "petrel.localhost"
+    tls: Literal["opportunistic", "required", "disabled"] = "opportunistic"
+    tls_verify: bool = False
+    connect_timeout: Duration = 30.0
+    command_timeout: Duration = 60.0
+    data_timeout: Duration = 120.0
+    idle_timeout: Duration = 30.0
+    max_deliveries_per_connection: int = Field(default=100, ge=1)
+    metrics_listen: str = ""
+
+
+class BounceConfig(_Section):
+    listen: HostPort = "127.0.0.1:7704"
+    address: HostPort = "127.0.0.1:7704"
+    # Extra KumoMTA-format rule files, consulted before the built-in rules.
+    rules_files: tuple[str, ...] = ()
+    metrics_listen: str = ""
+
+
+class GatewayConfig(_Section):
+    http_listen: HostPort = "127.0.0.1:8025"
+    request_body_limit: int = Field(default=20 * 1024 * 1024, ge=1024)
+    request_deadline: Duration = 15.0
+
+
+class EventsConfig(_Section):
+    # Directory for <service>.jsonl event logs; "" = <data_dir>/events.
+    dir: str = ""
+
+
+class Config(_Section):
+    data_dir: str = "./petrel-data"
+    log_level: str = "INFO"
+    spool: SpoolConfig = SpoolConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    ingress: IngressConfig = IngressConfig()
+    egress: EgressConfig = EgressConfig()
+    routing: RoutingConfig = RoutingConfig()
+    bounce: BounceConfig = BounceConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    events: EventsConfig = EventsConfig()
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.spool.path or Path(self.data_dir) / "spool")
+
+    @property
+    def events_dir(self) -> Path:
+        return Path(self.events.dir or Path(self.data_dir) / "events")
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in "[{":
+        return json.loads(text)
+    return raw
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    sections = {name for name, field in Config.model_fields.items()
+                if isinstance(field.default, BaseModel)}
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == "PETREL_CONFIG":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        section, sep, field = name.partition("__")
+        value = _env_value(raw)
+        if sep and section in sections:
+            if isinstance(value, str) and field in _list_fields(section):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            out.setdefault(section, {})[field] = value
+        elif not sep and name in Config.model_fields and name not in sections:
+            out[name] = value
+    return out
+
+
+def _list_fields(section: str) -> set[str]:
+    model = Config.model_fields[section].annotation
+    assert isinstance(model, type)
+    return {n for n, f in model.model_fields.items() if "tuple" in str(f.annotation)}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build the validated configuration. ``overrides`` (nested dict) win over everything."""
+    env = os.environ if env is None else env
+    path = path or env.get("PETREL_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    data = _merge(data, _env_overrides(env))
+    if overrides:
+        data = _merge(data, dict(overrides))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` → ``(host, port)``."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)

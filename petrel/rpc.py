@@ -1,0 +1,209 @@
+"""gRPC server and channel factories shared by every service.
+
+* ``create_server`` builds a ``grpc.aio`` server with our limits and keepalive, registers the
+  standard health service and reflection for the given service names.
+* ``create_channel`` builds a client channel with matching limits, keepalive and a service
+  config that retries ``UNAVAILABLE`` on unary calls.
+* ``StreamCaller`` multiplexes many concurrent requests over one long-lived bidi stream
+  (the shape of ``PutMessages``, ``Enqueue``, ``ReadMessages``, ``UpdateMessages``,
+  ``InjectMessages``): each ``call`` gets its own response, matched by ``seq``, within its own
+  deadline. A broken stream fails every pending call and the next call opens a new stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_COMMON_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    *_COMMON_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.max_concurrent_streams", 1000),
+    ("grpc.so_reuseport", 0),
+]
+
+_RETRY_POLICY = {
+    "methodConfig": [{
+        "name": [{}],
+        "retryPolicy": {
+            "maxAttempts": 4,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]
+}
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    *_COMMON_OPTIONS,
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", json.dumps(_RETRY_POLICY)),
+    # Reconnect quickly after a peer restarts (default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.min_reconnect_backoff_ms", 200),
+]
+
+
+class _Registrar(Protocol):
+    def __call__(self, servicer: Any, server: grpc.aio.Server) -> None: ...
+
+
+def create_server(listen: str, services: Iterable[tuple[_Registrar, Any, str]],
+                  ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Create, bind and register a server; returns ``(server, health_servicer, bound_port)``.
+
+    ``services`` holds ``(add_XxxServicer_to_server, servicer, full_service_name)`` triples.
+    The server is not started. Every named service starts SERVING in the health service.
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    for register, servicer, name in services:
+        register(servicer, server)
+        names.append(name)
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    return server, health_servicer, port
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, names: Iterable[str],
+                      serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ["", *names]:
+        await health_servicer.set(name, status)
+
+
+def create_channel(address: str) -> grpc.aio.Channel:
+    """Insecure channel to ``address`` (``host:port`` or any gRPC target string)."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class StreamBroken(Exception):
+    """The stream carrying a call failed before its response arrived."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class StreamCaller(Generic[Req, Resp]):
+    """Concurrent request/response calls over one bidi stream, matched by a ``seq`` field.
+
+    ``open_stream`` is a bound stub method such as ``stub.PutMessages``. Requests must have a
+    ``seq`` field; ``call`` sets it. ``max_pending`` bounds calls in flight (callers wait).
+    ``call`` raises ``StreamBroken`` when the stream fails and ``asyncio.TimeoutError`` when
+    its own deadline passes; in both cases the outcome of the request is unknown to the caller.
+    """
+
+    def __init__(self, open_stream: Callable[..., Any], *, max_pending: int = 4096,
+                 name: str = "stream") -> None:
+        self._open_stream = open_stream
+        self._name = name
+        self._seq = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Resp]] = {}
+        self._slots = asyncio.Semaphore(max_pending)
+        self._outbox: asyncio.Queue[Req | None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def call(self, request: Req, timeout: float) -> Resp:
+        async with self._slots:
+            seq = next(self._seq)
+            request.seq = seq  # type: ignore[attr-defined]
+            future: asyncio.Future[Resp] = asyncio.get_running_loop().create_future()
+            self._pending[seq] = future
+            try:
+                async with asyncio.timeout(timeout):
+                    outbox = await self._ensure_open()
+                    outbox.put_nowait(request)
+                    return await future
+            finally:
+                self._pending.pop(seq, None)
+
+    async def _ensure_open(self) -> asyncio.Queue[Req | None]:
+        if self._outbox is not None:
+            return self._outbox
+        async with self._lock:
+            if self._outbox is None:
+                outbox: asyncio.Queue[Req | None] = asyncio.Queue()
+                stream = self._open_stream(self._drain(outbox))
+                self._outbox = outbox
+                self._reader = asyncio.create_task(self._read(stream, outbox),
+                                                   name=f"{self._name}-reader")
+            return self._outbox
+
+    @staticmethod
+    async def _drain(outbox: asyncio.Queue[Req | None]) -> AsyncIterator[Req]:
+        while True:
+            item = await outbox.get()
+            if item is None:
+                return
+            yield item
+
+    async def _read(self, stream: Any, outbox: asyncio.Queue[Req | None]) -> None:
+        error = StreamBroken(grpc.StatusCode.UNAVAILABLE, f"{self._name} stream closed")
+        try:
+            async for response in stream:
+                future = self._pending.get(response.seq)
+                if future is not None and not future.done():
+                    future.set_result(response)
+        except grpc.aio.AioRpcError as exc:
+            error = StreamBroken(exc.code(), exc.details() or "")
+            log.warning("%s stream failed: %s", self._name, error)
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+        finally:
+            if self._outbox is outbox:
+                self._outbox = None
+            outbox.put_nowait(None)
+            for future in list(self._pending.values()):
+                if not future.done():
+                    future.set_exception(error)
+
+    async def close(self) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(None)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+
+async def abort_invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
+    """Abort with INVALID_ARGUMENT naming ``field`` in the details and the trailers."""
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}",
+                        trailing_metadata=(("petrel-field", field),))

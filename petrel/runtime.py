@@ -1,0 +1,91 @@
+"""Process runtime shared by every service: logging, the event loop, signals, graceful stop.
+
+``run_service(name, serve)`` configures logging, runs ``serve(stop)`` on one asyncio loop and
+sets the ``stop`` event on SIGTERM or SIGINT; ``serve`` is expected to mark itself
+NOT_SERVING, drain, and return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health
+
+from petrel.rpc import set_serving
+
+log = logging.getLogger(__name__)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, service, logger, message and any ``extra`` ids."""
+
+    EXTRA_FIELDS = ("message_id", "trace_id", "queue", "site", "peer")
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in self.EXTRA_FIELDS:
+            value = getattr(record, key, None)
+            if value:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(service: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]],
+                log_level: str = "INFO") -> None:
+    """Run ``serve(stop)`` until it returns; SIGTERM/SIGINT set ``stop``."""
+    setup_logging(name, log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    started = time.monotonic()
+    asyncio.run(main())
+    log.info("%s stopped after %.1fs", name, time.monotonic() - started)
+
+
+async def serve_grpc_until(stop: asyncio.Event, server: grpc.aio.Server,
+                           health_servicer: health.aio.HealthServicer,
+                           service_names: list[str], grace: float = 5.0) -> None:
+    """Start ``server``, wait for ``stop``, then go NOT_SERVING and stop with ``grace``."""
+    await server.start()
+    await stop.wait()
+    await set_serving(health_servicer, service_names, False)
+    await server.stop(grace)
+
+
+def print_ready(service: str, **addresses: object) -> None:
+    """Announce listening addresses on stdout as one JSON line (the supervisor and tests read
+    it to learn bound ports)."""
+    print(json.dumps({"ready": service, **addresses}), flush=True)

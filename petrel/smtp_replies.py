@@ -1,0 +1,59 @@
+"""Canonical SMTP replies: the one place their codes and texts are written.
+
+Ingress answers with these, tests assert on them. Each is a complete reply line without CRLF,
+as aiosmtpd handlers return them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OK = "250 2.0.0 OK"
+RELAY_DENIED = "554 5.7.1 Relay access denied"
+TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+BARE_LINE_ENDING = "550 5.6.0 Bare CR or LF in message data is not allowed"
+SPOOL_UNAVAILABLE = "451 4.3.0 Temporary failure storing the message, try again later"
+BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
+NO_RECIPIENTS = "554 5.5.1 No valid recipients"
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+
+
+def queued(message_id: str) -> str:
+    """Reply to a DATA that is now durable in the spool."""
+    return f"250 2.0.0 {message_id} Message accepted for delivery"
+
+
+_REPLY = re.compile(
+    r"^(?P<code>[2-5]\d\d)[ -](?:(?P<enh>[245]\.\d{1,3}\.\d{1,3})\s+)?(?P<text>.*)$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply as data."""
+
+    code: int
+    enhanced_code: str
+    text: str
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def __str__(self) -> str:
+        enh = f"{self.enhanced_code} " if self.enhanced_code else ""
+        return f"{self.code} {enh}{self.text}".rstrip()
+
+
+def parse_reply(line: str) -> Reply:
+    """Parse ``"550 5.1.1 No such user"`` (enhanced code optional) into a ``Reply``."""
+    match = _REPLY.match(line.strip())
+    if not match:
+        raise ValueError(f"not an SMTP reply: {line!r}")
+    return Reply(int(match["code"]), match["enh"] or "", match["text"].strip())

@@ -1,0 +1,125 @@
+"""``petrel up``: every service as a child process, restarted when it dies, stopped together.
+
+Children are ``python -m <service>`` with the supervisor's environment (which carries the
+configuration as ``PETREL_*`` variables). Start order follows the dependencies (spool first,
+gateway last); stop order is the reverse, so producers stop before the stores they write to.
+A child that exits unexpectedly is restarted with a growing delay (0.5 s doubling to 10 s,
+reset after it stayed up for 30 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from petrel.config import Config
+
+START_ORDER = ("spool", "bounce", "scheduler", "egress", "ingress", "gateway")
+STOP_GRACE = 10.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_delay: float = 0.5
+    restarts: int = 0
+    ready: dict[str, object] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, config: Config, env: dict[str, str], egress_replicas: int = 1) -> None:
+        self.config = config
+        self.children: list[Child] = []
+        for name in START_ORDER:
+            replicas = egress_replicas if name == "egress" else 1
+            for index in range(replicas):
+                child_env = dict(env)
+                label = name if replicas == 1 else f"{name}-{index + 1}"
+                if name == "egress":
+                    child_env.setdefault("PETREL_EGRESS__WORKER_ID", label)
+                self.children.append(Child(label, [sys.executable, "-m", name], child_env))
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        run_dir = Path(self.config.data_dir) / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for child in self.children:
+            self._start(child)
+        self._announce()
+        while not self._stopping.wait(0.2):
+            for child in self.children:
+                self._check(child)
+        self._stop_all()
+        return 0
+
+    def _start(self, child: Child) -> None:
+        child.process = subprocess.Popen(child.argv, env=child.env, stdout=subprocess.PIPE,
+                                         start_new_session=True)
+        child.started_at = time.monotonic()
+        pid_file = Path(self.config.data_dir) / "run" / f"{child.name}.pid"
+        pid_file.write_text(f"{child.process.pid}\n")
+        threading.Thread(target=self._pump, args=(child, child.process), daemon=True).start()
+
+    def _pump(self, child: Child, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            try:
+                data = json.loads(line)
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and "ready" in data:
+                child.ready = data
+            with self._lock:
+                print(f"[{child.name}] {line}", flush=True)
+
+    def _check(self, child: Child) -> None:
+        assert child.process is not None
+        code = child.process.poll()
+        if code is None:
+            if time.monotonic() - child.started_at > 30:
+                child.restart_delay = 0.5
+            return
+        if self._stopping.wait(child.restart_delay):
+            return
+        print(f"# {child.name} exited with {code}; restarting", file=sys.stderr, flush=True)
+        child.restart_delay = min(child.restart_delay * 2, 10.0)
+        child.restarts += 1
+        self._start(child)
+
+    def _announce(self) -> None:
+        c = self.config
+        print(json.dumps({
+            "petrel": "up",
+            "smtp": c.ingress.smtp_listen,
+            "http": c.gateway.http_listen,
+            "grpc_inject": c.ingress.address,
+            "spool": c.spool.address,
+            "scheduler": c.scheduler.address,
+            "bounce": c.bounce.address,
+            "data_dir": str(Path(c.data_dir).resolve()),
+        }), flush=True)
+
+    def _stop_all(self) -> None:
+        for child in reversed(self.children):
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+                try:
+                    child.process.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                    child.process.wait()
