@@ -108,11 +108,18 @@ class ReadMessageResponse(_message.Message):
     FOUND_FIELD_NUMBER: _builtins.int
     META_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     found: _builtins.bool
     body: _builtins.bytes
     @_builtins.property
     def meta(self) -> _common_pb2.MessageMeta: ...
+    @_builtins.property
+    def status(self) -> _common_pb2.ItemStatus:
+        """Set when the read itself failed (UNAVAILABLE: the store could not be read;
+        INVALID_ARGUMENT: malformed id); `found` is then false and says nothing.
+        """
+
     def __init__(
         self,
         *,
@@ -120,10 +127,11 @@ class ReadMessageResponse(_message.Message):
         found: _builtins.bool = ...,
         meta: _common_pb2.MessageMeta | None = ...,
         body: _builtins.bytes = ...,
+        status: _common_pb2.ItemStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "found", b"found", "meta", b"meta", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "found", b"found", "meta", b"meta", "seq", b"seq", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
