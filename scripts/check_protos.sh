@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
+# the mypy-protobuf plugins live next to the interpreter
+export PATH="$(dirname "$(command -v "$py")"):$PATH"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 "$py" -m grpc_tools.protoc -I protos \
