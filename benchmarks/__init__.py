@@ -1,0 +1,1 @@
+"""Benchmarks: Petrel (and Postfix, side by side) between smtp-source and smtp-sink."""
