@@ -19,6 +19,12 @@ BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
 NO_RECIPIENTS = "554 5.5.1 No valid recipients"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
+SENDER_OK = "250 2.1.0 Sender OK"
+RECIPIENT_OK = "250 2.1.5 Recipient OK"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+LOCAL_ERROR = "451 4.3.0 Local error in processing, try again later"
+INVALID_CONTENT = "550 5.6.0 Message content not accepted"
+LINE_TOO_LONG = "500 5.5.6 Line too long (RFC 5321 4.5.3.1.6)"
 
 
 def queued(message_id: str) -> str:

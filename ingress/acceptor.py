@@ -1,0 +1,159 @@
+"""The reception pipeline shared by SMTP and gRPC inject.
+
+``Acceptor.accept(submission)``: assign the id, prepare the message (``ingress.message``),
+write meta and body durably to the spool, then enqueue the metadata with the scheduler and
+write one ``Reception`` event per recipient. It returns only after the durable write; a
+failure to store raises ``StoreFailed`` and nothing is acknowledged. A duplicate (same
+idempotency key) returns the original id with ``duplicate=True`` and is neither enqueued nor
+logged again. Concurrent submissions with the same key inside this process share one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ingress.enqueuer import Enqueuer
+from ingress.message import Stamp, prepare_message
+from ingress.spool_writer import SpoolWriter
+from petrel import ids
+from petrel.events import EventLog, make_record, trace_id_of
+from petrel.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    sender: str  # "" is the null sender
+    recipients: tuple[str, ...]
+    content: bytes  # CRLF line endings
+    protocol: str  # "ESMTP", "ESMTPA" or "GRPC" (the Received: "with" keyword)
+    peer_ip: str = ""
+    helo: str = ""
+    tenant: str = ""
+    campaign: str = ""
+    meta: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def reception_protocol(self) -> str:
+        return "ESMTP" if self.protocol.startswith("ESMTP") else self.protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: str
+    duplicate: bool = False
+    trace_id: str = ""
+
+
+class Acceptor:
+    def __init__(self, hostname: str, spool: SpoolWriter, enqueuer: Enqueuer,
+                 events: EventLog | None) -> None:
+        self._hostname = hostname
+        self._spool = spool
+        self._enqueuer = enqueuer
+        self._events = events
+        self._by_key: dict[str, asyncio.Future[Accepted]] = {}
+        self._tasks: set[asyncio.Task[Accepted]] = set()
+
+    async def accept(self, submission: Submission) -> Accepted:
+        """Store ``submission``; raises ``StoreFailed`` or ``InvalidMessage``.
+
+        The work runs in its own task: a caller that goes away (SMTP client disconnects,
+        gRPC call cancelled) does not cut a message in half between the spool, the scheduler
+        and the event log."""
+        task = asyncio.create_task(self._accept_once(submission), name="accept")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[Accepted]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # the caller may have gone; the outcome is already logged
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no submission is in flight; ``False`` when ``timeout`` passed first."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            return not pending
+        return True
+
+    async def _accept_once(self, submission: Submission) -> Accepted:
+        key = submission.idempotency_key
+        if not key:
+            return await self._accept(submission)
+        while (pending := self._by_key.get(key)) is not None:
+            try:
+                first = await asyncio.shield(pending)
+            except Exception:
+                continue  # the first attempt failed: this one tries on its own
+            return Accepted(first.id, duplicate=True, trace_id=first.trace_id)
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._by_key[key] = future
+        try:
+            result = await self._accept(submission)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            future.exception()  # retrieved here; waiters see it through shield
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._by_key[key]
+
+    async def _accept(self, sub: Submission) -> Accepted:
+        created_ms = int(time.time() * 1000)
+        message_id = ids.new_message_id(created_ms)
+        prepared = prepare_message(
+            sub.content,
+            Stamp(message_id, self._hostname, sub.protocol, sub.peer_ip, sub.helo),
+            tenant=sub.tenant, campaign=sub.campaign, trace_context=sub.trace_context)
+        meta = common_pb2.MessageMeta(
+            id=message_id, sender=sub.sender,
+            recipients=[common_pb2.Recipient(address=r,
+                                             state=common_pb2.RECIPIENT_STATE_PENDING)
+                        for r in sub.recipients],
+            tenant=prepared.tenant, campaign=prepared.campaign, created_unix_ms=created_ms,
+            size=len(prepared.content), trace_context=prepared.trace_context, meta=sub.meta,
+            reception_protocol=sub.reception_protocol, peer_address=sub.peer_ip,
+            idempotency_key=sub.idempotency_key)
+        stored = await self._spool.put(meta, prepared.content)
+        trace_id = trace_id_of(prepared.trace_context)
+        if stored.duplicate:
+            log.info("duplicate of %s (idempotency key)", stored.id,
+                     extra={"message_id": stored.id})
+            return Accepted(stored.id, duplicate=True)
+        await asyncio.gather(self._enqueuer.enqueue(meta), self._log_reception(meta))
+        log.debug("accepted %s", message_id, extra={"message_id": message_id,
+                                                    "trace_id": trace_id})
+        return Accepted(message_id, trace_id=trace_id)
+
+    async def _log_reception(self, meta: common_pb2.MessageMeta) -> None:
+        if self._events is None:
+            return
+        records = [
+            make_record("Reception", message_id=meta.id, sender=meta.sender,
+                        recipient=r.address, size=meta.size, code=250, enhanced_code="2.0.0",
+                        content="Message accepted for delivery", tenant=meta.tenant,
+                        campaign=meta.campaign, trace_context=meta.trace_context,
+                        meta=meta.meta, created_ms=meta.created_unix_ms,
+                        peer=meta.peer_address, reception_protocol=meta.reception_protocol)
+            for r in meta.recipients
+        ]
+        try:
+            await self._events.write(records)
+        except Exception:
+            log.exception("writing Reception events for %s failed", meta.id,
+                          extra={"message_id": meta.id})

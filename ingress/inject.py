@@ -1,0 +1,149 @@
+"""``InjectService``: message injection over gRPC for internal services and the gateway.
+
+* ``InjectMessage`` (unary): a success means the message is durable. Bad input fails with
+  ``INVALID_ARGUMENT`` naming the field (details ``"<field>: ..."`` and trailer
+  ``petrel-field``); a store failure with ``UNAVAILABLE`` (``RESOURCE_EXHAUSTED`` when the
+  spool is full).
+* ``InjectMessages`` (bidi): requests are processed concurrently (at most
+  ``MAX_CONCURRENT_PER_STREAM`` at once); each gets exactly one response carrying its ``seq``,
+  in completion order. Failures are per item, in ``status`` (code, message, field); the
+  stream itself stays open.
+
+Content with bare LF line endings is normalised to CRLF (and given a final CRLF); a bare CR
+is refused. The trace context comes from the ``traceparent``/``tracestate`` gRPC metadata,
+else from the request's ``traceparent`` field, else a new trace is started. The same
+``idempotency_key`` twice yields one message: the second answer carries the original id and
+``duplicate = true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ingress import trace
+from ingress.acceptor import Accepted, Acceptor, Submission
+from ingress.message import InvalidMessage
+from ingress.spool_writer import StoreFailed
+from ingress.validation import FieldError, validate_inject
+from petrel.config import IngressConfig
+from petrel.rpc import abort_invalid
+from petrel.v1 import common_pb2, ingress_pb2, ingress_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_PER_STREAM = 256
+
+
+def peer_ip(context: grpc.aio.ServicerContext) -> str:
+    """``"ipv4:127.0.0.1:5000"`` / ``"ipv6:[::1]:5000"`` → the address part."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return ""
+
+
+def _status(code: grpc.StatusCode, message: str, field: str = "") -> common_pb2.ItemStatus:
+    return common_pb2.ItemStatus(code=code.value[0], message=message, field=field)
+
+
+class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
+    def __init__(self, config: IngressConfig, acceptor: Acceptor) -> None:
+        self._config = config
+        self._acceptor = acceptor
+
+    def _submission(self, request: ingress_pb2.InjectMessageRequest,
+                    context: grpc.aio.ServicerContext) -> Submission:
+        """Validate ``request``; raises ``FieldError``."""
+        content = validate_inject(request, self._config.max_message_size,
+                                  self._config.max_recipients)
+        context_trace = trace.carrier_from_metadata(context.invocation_metadata() or ())
+        field_trace = trace.carrier(request.traceparent)
+        return Submission(
+            sender=request.sender, recipients=tuple(request.recipients), content=content,
+            protocol="GRPC", peer_ip=peer_ip(context), tenant=request.tenant,
+            campaign=request.campaign, meta=dict(request.meta),
+            idempotency_key=request.idempotency_key,
+            trace_context=context_trace or field_trace or {})
+
+    async def InjectMessage(self, request: ingress_pb2.InjectMessageRequest,
+                            context: grpc.aio.ServicerContext
+                            ) -> ingress_pb2.InjectMessageResponse:
+        try:
+            accepted = await self._acceptor.accept(self._submission(request, context))
+        except FieldError as exc:
+            await abort_invalid(context, exc.field, exc.message)
+            raise AssertionError("unreachable") from exc
+        except InvalidMessage as exc:
+            await abort_invalid(context, "content", str(exc))
+            raise AssertionError("unreachable") from exc
+        except StoreFailed as exc:
+            await context.abort(exc.code, exc.details)
+            raise AssertionError("unreachable") from exc
+        return self._response(request.seq, accepted)
+
+    @staticmethod
+    def _response(seq: int, accepted: Accepted) -> ingress_pb2.InjectMessageResponse:
+        return ingress_pb2.InjectMessageResponse(seq=seq, id=accepted.id,
+                                                 duplicate=accepted.duplicate)
+
+    async def _one(self, request: ingress_pb2.InjectMessageRequest,
+                   context: grpc.aio.ServicerContext) -> ingress_pb2.InjectMessageResponse:
+        seq = request.seq
+        try:
+            accepted = await self._acceptor.accept(self._submission(request, context))
+        except FieldError as exc:
+            return ingress_pb2.InjectMessageResponse(
+                seq=seq, status=_status(grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field))
+        except InvalidMessage as exc:
+            return ingress_pb2.InjectMessageResponse(
+                seq=seq, status=_status(grpc.StatusCode.INVALID_ARGUMENT, f"content: {exc}",
+                                        "content"))
+        except StoreFailed as exc:
+            return ingress_pb2.InjectMessageResponse(seq=seq, status=_status(exc.code,
+                                                                             exc.details))
+        except Exception as exc:
+            log.exception("inject of seq %d failed", seq)
+            return ingress_pb2.InjectMessageResponse(
+                seq=seq, status=_status(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"))
+        return self._response(seq, accepted)
+
+    async def InjectMessages(self, request_iterator: AsyncIterator[
+                                 ingress_pb2.InjectMessageRequest],
+                             context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[ingress_pb2.InjectMessageResponse]:
+        responses: asyncio.Queue[ingress_pb2.InjectMessageResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(MAX_CONCURRENT_PER_STREAM)
+
+        async def handle(request: ingress_pb2.InjectMessageRequest) -> None:
+            responses.put_nowait(await self._one(request, context))
+
+        async def pump() -> None:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    async for request in request_iterator:
+                        await slots.acquire()
+                        group.create_task(handle(request))
+            finally:
+                responses.put_nowait(None)
+
+        reader = asyncio.create_task(pump(), name="inject-stream")
+        try:
+            while (response := await responses.get()) is not None:
+                yield response
+                # Released only once written, so a client that stops reading also stops
+                # the intake (responses waiting to be sent are bounded too).
+                slots.release()
+            await reader
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader

@@ -1,0 +1,270 @@
+"""The ESMTP listener: aiosmtpd on the service's own asyncio loop (no threaded Controller).
+
+Reception policy, answered with the canonical replies of ``petrel.smtp_replies``:
+
+* EHLO advertises SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, SMTPUTF8, STARTTLS (when
+  a certificate is configured) and AUTH PLAIN LOGIN (when users are configured, and only over
+  TLS unless ``auth_require_tls`` is off).
+* MAIL: sender syntax (``<>`` is the null sender), SIZE parameter over the limit.
+* RCPT: recipient syntax, relay only for peers in ``relay_networks`` or authenticated
+  sessions, at most ``max_recipients``.
+* DATA: only ``<CRLF>.<CRLF>`` ends it (aiosmtpd reads CRLF-terminated lines); a bare CR or
+  LF anywhere in the data refuses the message, as does data over the size limit. The reply
+  ``250 2.0.0 <id>`` is sent only after the spool's durable acknowledgement; a store failure
+  answers ``451 4.3.0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+
+from ingress.acceptor import Acceptor, Submission
+from ingress.addresses import is_valid_mailbox
+from ingress.message import InvalidMessage, has_bare_line_ending
+from ingress.replies import normalize_reply
+from ingress.spool_writer import StoreFailed
+from petrel import smtp_replies
+from petrel.config import IngressConfig
+
+log = logging.getLogger(__name__)
+
+IDENT = "Petrel ESMTP"
+NULL_SENDER = "<>"
+SESSION_TIMEOUT = 300.0
+
+
+def make_tls_context(certificate: str, private_key: str) -> ssl.SSLContext | None:
+    if not (certificate and private_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, private_key)
+    return context
+
+
+def peer_ip(session: Session) -> str:
+    peer: Any = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+class RelayPolicy:
+    """Which peers may relay without authenticating."""
+
+    def __init__(self, networks: tuple[str, ...]) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def allows(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr.version == net.version and addr in net for net in self._networks)
+
+
+class SmtpHandler:
+    """aiosmtpd handler hooks implementing the reception policy."""
+
+    def __init__(self, config: IngressConfig, acceptor: Acceptor,
+                 tls: ssl.SSLContext | None) -> None:
+        self._config = config
+        self._acceptor = acceptor
+        self._tls = tls
+        self._relay = RelayPolicy(config.relay_networks)
+        self.draining = False
+        self.data_in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        keywords = [f"SIZE {self._config.max_message_size}", "8BITMIME", "PIPELINING",
+                    "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        tls_active = session.ssl is not None
+        if self._tls is not None and not tls_active:
+            keywords.append("STARTTLS")
+        if self._config.auth_users and (tls_active or not self._config.auth_require_tls):
+            keywords.append("AUTH PLAIN LOGIN")
+        lines = [server.hostname, *keywords]
+        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if self.draining:
+            return smtp_replies.SHUTTING_DOWN
+        if address != NULL_SENDER and not is_valid_mailbox(address):
+            return smtp_replies.BAD_SENDER_SYNTAX
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return smtp_replies.SENDER_OK
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if not is_valid_mailbox(address):
+            return smtp_replies.BAD_RECIPIENT_SYNTAX
+        if not (session.authenticated or self._relay.allows(peer_ip(session))):
+            log.info("relay denied for %s to %s", peer_ip(session), address,
+                     extra={"peer": peer_ip(session)})
+            return smtp_replies.RELAY_DENIED
+        if len(envelope.rcpt_tos) >= self._config.max_recipients:
+            return smtp_replies.TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return smtp_replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if has_bare_line_ending(raw):
+            return smtp_replies.BARE_LINE_ENDING
+        if len(raw) > self._config.max_message_size:
+            return smtp_replies.TOO_BIG
+        sender = envelope.mail_from or ""
+        submission = Submission(
+            sender="" if sender == NULL_SENDER else sender,
+            recipients=tuple(envelope.rcpt_tos), content=raw,
+            protocol="ESMTPA" if session.authenticated else "ESMTP",
+            peer_ip=peer_ip(session), helo=session.host_name or "")
+        self.data_in_flight += 1
+        self.idle.clear()
+        try:
+            accepted = await self._acceptor.accept(submission)
+        except StoreFailed as exc:
+            log.warning("message from %s not stored: %s", submission.peer_ip, exc.details,
+                        extra={"peer": submission.peer_ip})
+            return smtp_replies.SPOOL_UNAVAILABLE
+        except InvalidMessage as exc:
+            return f"{smtp_replies.INVALID_CONTENT}: {exc}"
+        finally:
+            self.data_in_flight -= 1
+            if not self.data_in_flight:
+                self.idle.set()
+        return smtp_replies.queued(accepted.id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %r", error, exc_info=error)
+        return smtp_replies.LOCAL_ERROR
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope,
+                     mechanism: str, auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        expected = self._config.auth_users.get(login)
+        ok = expected is not None and hmac.compare_digest(
+            expected.encode(), auth_data.password)
+        if not ok:
+            log.info("authentication failed for %r from %s", login, peer_ip(session))
+        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+
+
+class PetrelSMTP(SMTP):
+    """aiosmtpd's protocol with canonical, enhanced-code replies (``ingress.replies``) and
+    connection tracking for graceful shutdown."""
+
+    def __init__(self, handler: SmtpHandler, *, connections: set[PetrelSMTP],
+                 **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._verb = ""
+        self._connections = connections
+        connections.add(self)
+
+    @contextlib.contextmanager
+    def _handling(self, verb: str) -> Iterator[None]:
+        self._verb = verb
+        try:
+            yield
+        finally:
+            self._verb = ""
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = normalize_reply(status, self._verb)
+        await super().push(status)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        with self._handling("EHLO"):
+            await super().smtp_EHLO(hostname)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        with self._handling("HELO"):
+            await super().smtp_HELO(hostname)
+
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        with self._handling("HELP"):
+            await super().smtp_HELP(arg)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        with self._handling("MAIL"):
+            await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        with self._handling("RCPT"):
+            await super().smtp_RCPT(arg)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._connections.discard(self)
+        super().connection_lost(error)
+
+    def shut_down(self) -> None:
+        """Say goodbye and close (used at shutdown on sessions without DATA in progress)."""
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(Exception):
+                self._writer.write(smtp_replies.SHUTTING_DOWN.encode() + b"\r\n")
+            self.transport.close()
+
+
+class SmtpListener:
+    """Owns the listening socket and the live sessions."""
+
+    def __init__(self, config: IngressConfig, acceptor: Acceptor) -> None:
+        self._config = config
+        self._tls = make_tls_context(config.tls_certificate, config.tls_private_key)
+        self.handler = SmtpHandler(config, acceptor, self._tls)
+        self._server: asyncio.Server | None = None
+        self.connections: set[PetrelSMTP] = set()
+
+    def _protocol(self) -> PetrelSMTP:
+        config = self._config
+        auth_off = [] if config.auth_users else ["PLAIN", "LOGIN"]
+        return PetrelSMTP(
+            self.handler, connections=self.connections,
+            data_size_limit=config.max_message_size, enable_SMTPUTF8=True,
+            decode_data=False, hostname=config.hostname, ident=IDENT, tls_context=self._tls,
+            timeout=SESSION_TIMEOUT, auth_require_tls=config.auth_require_tls,
+            auth_exclude_mechanism=auth_off, authenticator=self.handler.authenticate,
+            loop=asyncio.get_running_loop())
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen; returns the bound ``(host, port)``."""
+        self._server = await asyncio.get_running_loop().create_server(
+            self._protocol, host=host, port=port, reuse_address=True)
+        bound = self._server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting connections, refuse new transactions, let DATA in progress finish
+        (at most ``grace`` seconds), then close every session."""
+        self.handler.draining = True
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.handler.idle.wait(), grace)
+        for session in list(self.connections):
+            session.shut_down()
+        if self._server is not None:
+            await self._server.wait_closed()
