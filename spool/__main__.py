@@ -1,0 +1,5 @@
+import sys
+
+from petrel.cli import main
+
+main(["spool", *sys.argv[1:]])
