@@ -204,6 +204,7 @@ class ScanMessagesRequest(_message.Message):
     after_id: _builtins.str
     """Start after this id ("" = from the beginning)."""
     batch_size: _builtins.int
+    """Messages per response: 0 = 1000, at most 10000."""
     def __init__(
         self,
         *,
