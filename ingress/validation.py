@@ -47,8 +47,8 @@ def validate_inject(request: ingress_pb2.InjectMessageRequest, max_message_size:
             check_label(getattr(request, name), name)
         except InvalidMessage as exc:
             raise FieldError(name, str(exc)) from exc
-    if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
-        raise FieldError("idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY} characters")
+    if len(request.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY:
+        raise FieldError("idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY} bytes")
     if sum(len(k) + len(v) for k, v in request.meta.items()) > MAX_META_BYTES:
         raise FieldError("meta", f"larger than {MAX_META_BYTES} bytes")
     return content

@@ -1,0 +1,165 @@
+"""Real peers for the ingress service tests (no tests here): a spool process, an ingress
+running in-process on the test's loop, and spool lookups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ingress.main import Ingress
+from petrel.config import Config, load_config
+from petrel.rpc import create_channel
+from petrel.v1 import spool_pb2, spool_pb2_grpc
+from tests.support.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class SpoolProcess:
+    """``python -m spool`` (RocksDB under ``data_dir``) on a fixed loopback port, so it can be
+    stopped and started again at the same address. ``start``/``stop`` block: call them
+    through ``asyncio.to_thread`` from a running loop."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> SpoolProcess:
+        env = {**os.environ, "PETREL_DATA_DIR": str(self.data_dir),
+               "PETREL_SPOOL__LISTEN": self.address, "PETREL_SPOOL__BACKEND": "rocksdb",
+               "PETREL_LOG_LEVEL": "WARNING"}
+        env.pop("PETREL_CONFIG", None)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        errors = self.data_dir / "spool.stderr"
+        with open(errors, "ab") as err:
+            self._process = subprocess.Popen([sys.executable, "-m", "spool"], cwd=REPO,
+                                             env=env, stdout=subprocess.PIPE, stderr=err)
+        stdout = self._process.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stdout], [], [], 0.2)
+            if not ready:
+                continue
+            line = stdout.readline()
+            if not line:
+                raise RuntimeError(f"spool exited: {errors.read_text()[-2000:]}")
+            with contextlib.suppress(ValueError):
+                if json.loads(line).get("ready") == "spool":
+                    return self
+        self.stop(kill=True)
+        raise TimeoutError("spool did not get ready")
+
+    def stop(self, kill: bool = False) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            if kill:
+                self._process.kill()
+            else:
+                self._process.terminate()
+        self._process.wait(15)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._process = None
+
+
+def ingress_config(tmp_path: Path, spool_address: str, **ingress: Any) -> Config:
+    """Configuration for an in-process ingress on free ports; the scheduler address points
+    at a closed port unless given."""
+    scheduler = ingress.pop("scheduler_address", f"127.0.0.1:{free_port()}")
+    settings: dict[str, Any] = {
+        "smtp_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0",
+        "hostname": "ingress.petrel.test", "spool_deadline": 3.0, "enqueue_deadline": 1.0,
+        **ingress,
+    }
+    return load_config(env={}, overrides={
+        "data_dir": str(tmp_path), "spool": {"address": spool_address},
+        "scheduler": {"address": scheduler}, "ingress": settings,
+    })
+
+
+@contextlib.asynccontextmanager
+async def running_ingress(config: Config) -> AsyncIterator[Ingress]:
+    ingress = Ingress(config)
+    await ingress.start()
+    try:
+        yield ingress
+    finally:
+        await ingress.stop()
+
+
+def smtp_port(ingress: Ingress) -> int:
+    return int(ingress.smtp_address.rpartition(":")[2])
+
+
+async def spool_message(address: str, message_id: str) -> spool_pb2.GetMessageResponse | None:
+    """The stored message (meta and body), or ``None`` when the spool does not have it."""
+    async with create_channel(address) as channel:
+        stub = spool_pb2_grpc.SpoolServiceStub(channel)
+        try:
+            return await stub.GetMessage(
+                spool_pb2.GetMessageRequest(id=message_id, want_body=True), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+
+async def spool_count(address: str) -> int:
+    async with create_channel(address) as channel:
+        stub = spool_pb2_grpc.SpoolServiceStub(channel)
+        stats = await stub.GetSpoolStats(spool_pb2.GetSpoolStatsRequest(), timeout=5)
+        return int(stats.messages)
+
+
+class RawSmtp:
+    """A byte-level SMTP client for what polite clients never send (bare LF, pipelined
+    garbage). ``reply()`` returns one complete (possibly multi-line) reply, last line text."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, source: str = "127.0.0.1") -> RawSmtp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                       local_addr=(source, 0))
+        return cls(reader, writer)
+
+    async def reply(self, timeout: float = 5.0) -> str:
+        lines: list[str] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.reader.readline()
+                if not line:
+                    raise ConnectionError(f"connection closed after {lines!r}")
+                lines.append(line.decode().rstrip("\r\n"))
+                if len(line) < 4 or line[3:4] != b"-":
+                    return lines[-1] if len(lines) == 1 else "\n".join(lines)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def command(self, line: str) -> str:
+        await self.send(line.encode() + b"\r\n")
+        return await self.reply()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
