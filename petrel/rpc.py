@@ -77,7 +77,8 @@ def create_server(listen: str, services: Iterable[tuple[_Registrar, Any, str]],
     """Create, bind and register a server; returns ``(server, health_servicer, bound_port)``.
 
     ``services`` holds ``(add_XxxServicer_to_server, servicer, full_service_name)`` triples.
-    The server is not started. Every named service starts SERVING in the health service.
+    The server is not started; ``petrel.runtime.serve_grpc_until`` (or ``set_serving``) marks
+    the services SERVING once it is.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     health_servicer = health.aio.HealthServicer()

@@ -78,8 +78,10 @@ def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]],
 async def serve_grpc_until(stop: asyncio.Event, server: grpc.aio.Server,
                            health_servicer: health.aio.HealthServicer,
                            service_names: list[str], grace: float = 5.0) -> None:
-    """Start ``server``, wait for ``stop``, then go NOT_SERVING and stop with ``grace``."""
+    """Start ``server`` and mark it SERVING, wait for ``stop``, then go NOT_SERVING and stop
+    with ``grace``."""
     await server.start()
+    await set_serving(health_servicer, service_names, True)
     await stop.wait()
     await set_serving(health_servicer, service_names, False)
     await server.stop(grace)
