@@ -1,0 +1,70 @@
+"""Entry point of the egress service (``petrel egress`` / ``python -m egress``).
+
+egress serves no RPCs: it is a client of the scheduler (Dispatch), the spool (ReadMessages)
+and bounce (ClassifyReplies). It announces itself with ``print_ready("egress", worker_id=...)``
+as soon as the worker loop starts, whether or not the scheduler is up yet (the worker
+connects and reconnects on its own). SIGTERM drains in-flight deliveries, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from egress.clients import BounceClassifier, SpoolBodies
+from egress.delivery import SmtpDeliverer
+from egress.metrics import serve_metrics
+from egress.pool import ConnectionPool
+from egress.session import SessionOptions
+from egress.task import TaskRunner
+from egress.worker import DispatchWorker
+from petrel.config import Config
+from petrel.routing import Router
+from petrel.rpc import create_channel
+from petrel.runtime import print_ready, run_service
+from petrel.v1 import scheduler_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def serve(stop: asyncio.Event, config: Config) -> None:
+    egress = config.egress
+    worker_id = egress.worker_id or default_worker_id()
+    if egress.metrics_listen:
+        serve_metrics(egress.metrics_listen)
+    spool_channel = create_channel(config.spool.address)
+    bounce_channel = create_channel(config.bounce.address)
+    scheduler_channel = create_channel(config.scheduler.address)
+    pool = ConnectionPool(egress.max_deliveries_per_connection, egress.idle_timeout)
+    bodies = SpoolBodies(spool_channel)
+    runner = TaskRunner(Router(config.routing),
+                        SmtpDeliverer(pool, SessionOptions.from_config(egress)),
+                        bodies, BounceClassifier(bounce_channel))
+    worker = DispatchWorker(scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel),
+                            runner.run, worker_id, egress.max_inflight)
+    pool.start()
+    print_ready("egress", worker_id=worker_id, scheduler=config.scheduler.address)
+    try:
+        await worker.run(stop)
+    finally:
+        await pool.close()
+        await bodies.close()
+        for channel in (scheduler_channel, spool_channel, bounce_channel):
+            with contextlib.suppress(Exception):
+                await channel.close()
+    log.info("egress %s stopped: %d results sent, %d dropped", worker_id,
+             worker.results_sent, worker.results_dropped)
+
+
+def main(config: Config) -> None:
+    async def _serve(stop: asyncio.Event) -> None:
+        await serve(stop, config)
+
+    run_service("egress", _serve, config.log_level)
