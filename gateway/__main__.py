@@ -1,0 +1,5 @@
+import sys
+
+from petrel.cli import main
+
+main(["gateway", *sys.argv[1:]])
