@@ -1,0 +1,5 @@
+import sys
+
+from petrel.cli import main
+
+main(["scheduler", *sys.argv[1:]])

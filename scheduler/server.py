@@ -1,0 +1,115 @@
+"""The ``SchedulerService`` servicer: protobuf and stream handling around ``core.Scheduler``.
+
+``Dispatch`` protocol (egress opens it): the first message is ``hello{worker_id}``; then the
+worker sends ``credit{n}`` (it can take n more tasks) and ``result{...}`` per task. The
+scheduler never has more tasks outstanding on a stream than the credit granted minus tasks
+already sent; a result does not return credit by itself. When the stream ends or breaks, the
+worker's unanswered tasks go back to their ready queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from petrel.ids import is_message_id
+from petrel.rpc import abort_invalid
+from petrel.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+from scheduler.core import Scheduler, Worker
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
+INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+def _invalid(field: str, message: str) -> common_pb2.ItemStatus:
+    return common_pb2.ItemStatus(code=INVALID, message=f"{field}: {message}", field=field)
+
+
+def check_meta(meta: common_pb2.MessageMeta) -> common_pb2.ItemStatus | None:
+    """Why ``meta`` cannot be queued, or None."""
+    if not is_message_id(meta.id):
+        return _invalid("meta.id", f"expected 32 lower-case hex digits, got {meta.id[:64]!r}")
+    if not meta.recipients:
+        return _invalid("meta.recipients", "no recipients")
+    if any(not r.address for r in meta.recipients):
+        return _invalid("meta.recipients", "empty recipient address")
+    return None
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    async def Enqueue(self, request_iterator: AsyncIterator[scheduler_pb2.EnqueueRequest],
+                      context: grpc.aio.ServicerContext,
+                      ) -> AsyncIterator[scheduler_pb2.EnqueueResponse]:
+        async for request in request_iterator:
+            response = scheduler_pb2.EnqueueResponse(seq=request.seq, id=request.meta.id)
+            problem = check_meta(request.meta)
+            if problem is not None:
+                response.status.CopyFrom(problem)
+            else:
+                self._scheduler.enqueue(request.meta)
+            yield response
+
+    async def Dispatch(self, request_iterator: AsyncIterator[scheduler_pb2.DispatchRequest],
+                       context: grpc.aio.ServicerContext,
+                       ) -> AsyncIterator[scheduler_pb2.DispatchResponse]:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        if first.WhichOneof("kind") != "hello":
+            await abort_invalid(context, "hello", "the first message must be hello{worker_id}")
+        worker = self._scheduler.add_worker(first.hello.worker_id or context.peer(),
+                                            context.peer())
+        reader = asyncio.create_task(self._read(worker, requests), name=f"dispatch {worker.id}")
+        try:
+            while True:
+                task = await worker.outbox.get()
+                if task is None:
+                    return
+                yield scheduler_pb2.DispatchResponse(task=task)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
+            self._scheduler.remove_worker(worker)
+
+    async def _read(self, worker: Worker,
+                    requests: AsyncIterator[scheduler_pb2.DispatchRequest]) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("kind")
+                if kind == "credit":
+                    self._scheduler.grant(worker, request.credit)
+                elif kind == "result":
+                    self._scheduler.on_result(worker, request.result)
+        except Exception as exc:
+            log.info("dispatch stream of %s ended: %s", worker.id, exc)
+        finally:
+            worker.outbox.put_nowait(None)
+
+    async def GetQueueSummary(self, request: scheduler_pb2.GetQueueSummaryRequest,
+                              context: grpc.aio.ServicerContext,
+                              ) -> scheduler_pb2.GetQueueSummaryResponse:
+        return await self._scheduler.summary()
+
+    async def InspectMessage(self, request: scheduler_pb2.InspectMessageRequest,
+                             context: grpc.aio.ServicerContext,
+                             ) -> scheduler_pb2.InspectMessageResponse:
+        if not is_message_id(request.id):
+            await abort_invalid(context, "id", "expected 32 lower-case hex digits")
+        found = self._scheduler.inspect(request.id)
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"message {request.id} is not queued here")
+            raise AssertionError("unreachable")
+        meta, states = found
+        return scheduler_pb2.InspectMessageResponse(meta=meta, domain_states=states)
