@@ -9,8 +9,8 @@ or smarthost given by name (no address) is connected to by name.
 sessions in candidate order. A transient failure before the transaction (no connection, 421
 banner, 4xx to EHLO or MAIL, TLS policy) moves on to the next candidate; a permanent one (5xx
 banner, EHLO or MAIL) fails every recipient. Once MAIL is accepted, the per-recipient replies
-are the outcome. When every candidate failed, each recipient gets the last server reply, or
-``451 4.4.1 No answer from any hosts ...`` when no server answered.
+are the outcome. When every candidate failed, each recipient gets the last reply a server
+gave, or ``451 4.4.1 No answer from any hosts ...`` when no server answered.
 """
 
 from __future__ import annotations
@@ -84,15 +84,15 @@ class SmtpDeliverer:
     async def send(self, route: Route, sender: str, recipients: Sequence[str],
                    body: bytes) -> Attempt:
         count = len(recipients)
-        last: HostFailed | None = None
+        failures: list[HostFailed] = []
         session = await self._reuse(route)
         if session is not None:
             outcome = await self._transaction(session, sender, recipients, body)
             if isinstance(outcome, Attempt):
                 return outcome
-            last = outcome
-            if last.permanent:
-                return Attempt.uniform(last.reply, count, route.site, str(last.peer))
+            if outcome.permanent:
+                return Attempt.uniform(outcome.reply, count, route.site, str(outcome.peer))
+            failures.append(outcome)
         for peer in candidates(route, self.rng):
             try:
                 session = await Session.open(peer, route.site, self.options)
@@ -100,21 +100,27 @@ class SmtpDeliverer:
                 log.info("%s: %s", peer, failure.reply, extra={"site": route.site,
                                                               "peer": str(peer)})
                 metrics.CONNECTION_FAILURES.labels(f"{failure.reply.code // 100}xx").inc()
-                last = failure
                 if failure.permanent:
                     return Attempt.uniform(failure.reply, count, route.site, str(peer))
+                failures.append(failure)
                 continue
             self.connections_opened += 1
             metrics.CONNECTIONS.inc()
             outcome = await self._transaction(session, sender, recipients, body)
             if isinstance(outcome, Attempt):
                 return outcome
-            last = outcome
-            if last.permanent:
-                return Attempt.uniform(last.reply, count, route.site, str(peer))
-        if last is not None and last.from_server:
-            return Attempt.uniform(last.reply, count, route.site, str(last.peer))
-        detail = last.reply.text if last is not None else "no usable host"
+            if outcome.permanent:
+                return Attempt.uniform(outcome.reply, count, route.site, str(peer))
+            failures.append(outcome)
+        return self._all_failed(route, failures, count)
+
+    @staticmethod
+    def _all_failed(route: Route, failures: list[HostFailed], count: int) -> Attempt:
+        """The last reply a server gave, else a made-up "no answer" naming the last error."""
+        for failure in reversed(failures):
+            if failure.from_server:
+                return Attempt.uniform(failure.reply, count, route.site, str(failure.peer))
+        detail = failures[-1].reply.text if failures else "no usable host"
         return Attempt.uniform(no_answer(route.domain, detail), count, route.site)
 
     async def _reuse(self, route: Route) -> Session | None:

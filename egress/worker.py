@@ -147,7 +147,8 @@ class DispatchWorker:
                     continue
                 self._got_task = True
                 self._start(response.task, stream)
-            log.warning("dispatch stream closed by the scheduler")
+            if stream.accepting:
+                log.warning("dispatch stream closed by the scheduler")
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
                 log.warning("dispatch stream failed: %s %s", exc.code().name, exc.details())

@@ -1,0 +1,371 @@
+"""Real peers for the egress service tests (no tests here).
+
+* ``DispatchDriver``: a real gRPC ``SchedulerService.Dispatch`` server that hands out the tasks
+  a test gives it, never more than the worker's granted credit, and records hellos, credit
+  grants and results. Tasks outstanding on a stream that breaks go back to the queue, as the
+  scheduler does.
+* ``RecordingSink``: the shared ``SmtpSink`` (scripted replies by local part) that also
+  records, per accepted message, the client's connection (to count sessions) and whether it
+  arrived over TLS; optional STARTTLS and a delay before answering DATA.
+* ``BannerServer``: a TCP server that answers every connection with a fixed banner and hangs up.
+* ``EgressHarness``: the in-process spool (memory backend), the driver, optionally a bounce
+  service, and ``egress.main.serve`` itself running on the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import ssl
+import subprocess
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from egress.main import serve
+from petrel.config import Config, load_config
+from petrel.ids import new_message_id
+from petrel.rpc import create_server
+from petrel.v1 import (
+    bounce_pb2,
+    bounce_pb2_grpc,
+    common_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+    spool_pb2_grpc,
+)
+from spool.backend import PutOp, open_backend
+from spool.server import SERVICE_NAME as SPOOL_SERVICE
+from spool.server import SpoolServicer
+from spool.store import Spool
+from tests.support.net import async_wait_for, free_port
+from tests.support.sink import Received, SmtpSink
+
+SENDER = "sender@petrel.test"
+
+
+def make_body(token: str = "", size: int = 300) -> bytes:
+    head = (f"From: <{SENDER}>\r\nTo: <rcpt@dest.test>\r\nSubject: egress {token}\r\n"
+            f"Message-ID: <{token or 'x'}@petrel.test>\r\n\r\n").encode()
+    line = b".leading dot and some text " + b"x" * 40 + b"\r\n"
+    return head + line * max(1, size // len(line))
+
+
+# --- Dispatch driver --------------------------------------------------------------------------
+
+class DispatchDriver(scheduler_pb2_grpc.SchedulerServiceServicer):
+    def __init__(self) -> None:
+        self.pending: list[scheduler_pb2.DeliveryTask] = []
+        self.results: dict[str, scheduler_pb2.DeliveryResult] = {}
+        self.result_order: list[str] = []
+        self.hellos: list[str] = []
+        self.credits: list[int] = []
+        self.streams = 0
+        self.open_streams = 0
+        self.max_outstanding = 0
+        self._wakers: set[asyncio.Event] = set()
+        self._break = False
+        self._ids = itertools.count(1)
+
+    def add(self, domain: str, recipients: list[str], message_id: str,
+            sender: str = SENDER, **fields: Any) -> scheduler_pb2.DeliveryTask:
+        task = scheduler_pb2.DeliveryTask(
+            task_id=f"t{next(self._ids)}", message_id=message_id, sender=sender,
+            recipients=recipients, domain=domain, queue=domain, attempt=1, **fields)
+        self.pending.append(task)
+        self._wake()
+        return task
+
+    def break_streams(self) -> None:
+        self._break = True
+        self._wake()
+
+    def _wake(self) -> None:
+        for event in self._wakers:
+            event.set()
+
+    async def wait_results(self, tasks: list[scheduler_pb2.DeliveryTask], timeout: float = 15.0
+                           ) -> list[scheduler_pb2.DeliveryResult]:
+        await async_wait_for(lambda: all(t.task_id in self.results for t in tasks),
+                             timeout=timeout, message=f"results of {len(tasks)} tasks")
+        return [self.results[t.task_id] for t in tasks]
+
+    async def Dispatch(self, request_iterator: AsyncIterator[scheduler_pb2.DispatchRequest],
+                       context: grpc.aio.ServicerContext) -> None:
+        self.streams += 1
+        self.open_streams += 1
+        self._break = False
+        wake = asyncio.Event()
+        self._wakers.add(wake)
+        state = {"credit": 0}
+        outstanding: dict[str, scheduler_pb2.DeliveryTask] = {}
+
+        async def read() -> None:
+            async for request in request_iterator:
+                kind = request.WhichOneof("kind")
+                if kind == "hello":
+                    self.hellos.append(request.hello.worker_id)
+                elif kind == "credit":
+                    self.credits.append(request.credit)
+                    state["credit"] += request.credit
+                elif kind == "result":
+                    outstanding.pop(request.result.task_id, None)
+                    self.results[request.result.task_id] = request.result
+                    self.result_order.append(request.result.task_id)
+                wake.set()
+
+        reader = asyncio.create_task(read())
+        reader.add_done_callback(lambda _: wake.set())
+        try:
+            while not reader.done():
+                if self._break:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "driver broke the stream")
+                if state["credit"] > 0 and self.pending:
+                    task = self.pending.pop(0)
+                    state["credit"] -= 1
+                    outstanding[task.task_id] = task
+                    self.max_outstanding = max(self.max_outstanding, len(outstanding))
+                    await context.write(scheduler_pb2.DispatchResponse(task=task))
+                    continue
+                wake.clear()
+                await wake.wait()
+        finally:
+            self.open_streams -= 1
+            self._wakers.discard(wake)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
+            self.pending[:0] = list(outstanding.values())
+
+
+# --- bounce -----------------------------------------------------------------------------------
+
+class RulesBounce(bounce_pb2_grpc.BounceServiceServicer):
+    """ClassifyReplies over the bounce package's real rule set."""
+
+    def __init__(self) -> None:
+        from bounce.rules import load_ruleset
+
+        self.rules = load_ruleset()
+        self.calls = 0
+
+    async def ClassifyReplies(self, request: bounce_pb2.ClassifyRepliesRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> bounce_pb2.ClassifyRepliesResponse:
+        self.calls += 1
+        lines = [f"{r.code} {r.enhanced_code} {r.text}".replace("  ", " ")
+                 for r in request.replies]
+        return bounce_pb2.ClassifyRepliesResponse(classifications=[
+            bounce_pb2.Classification(category=self.rules.classify(line)) for line in lines])
+
+
+# --- SMTP peers -------------------------------------------------------------------------------
+
+@dataclass
+class Delivered:
+    message: Received
+    client_port: int
+    tls: bool
+
+
+class _RecordingHandler:
+    def __init__(self, sink: RecordingSink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        reply = self.sink.reply_for_rcpt(address)
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.sink.data_delay:
+            await asyncio.sleep(self.sink.data_delay)
+        if self.sink.data_reply:
+            return self.sink.data_reply
+        message = Received(str(envelope.mail_from), list(envelope.rcpt_tos),
+                           envelope.original_content or b"", str(session.peer[0]))
+        self.sink.record(message)
+        with self.sink._lock:
+            self.sink.deliveries.append(Delivered(message, int(session.peer[1]),
+                                                  session.ssl is not None))
+        return "250 2.0.0 OK queued"
+
+
+@dataclass
+class RecordingSink(SmtpSink):
+    tls_context: ssl.SSLContext | None = None
+    data_delay: float = 0.0
+    deliveries: list[Delivered] = field(default_factory=list)
+
+    def start(self) -> RecordingSink:
+        self.port = self.port or free_port()
+        kwargs: dict[str, Any] = {}
+        if self.tls_context is not None:
+            kwargs["tls_context"] = self.tls_context
+        self._controller = Controller(
+            _RecordingHandler(self), hostname=self.host, port=self.port,
+            server_hostname=self.hostname, data_size_limit=64 * 1024 * 1024,
+            decode_data=False, **kwargs)
+        self._controller.start()
+        return self
+
+    def connections(self) -> int:
+        """Distinct client connections that delivered at least one message."""
+        with self._lock:
+            return len({d.client_port for d in self.deliveries})
+
+    def __enter__(self) -> RecordingSink:
+        return self.start()
+
+
+class BannerServer:
+    """Answers every connection with ``banner`` and closes it (a refusing MX)."""
+
+    def __init__(self, host: str, port: int, banner: str) -> None:
+        self.host, self.port, self.banner = host, port, banner
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> BannerServer:
+        async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            writer.write(f"{self.banner}\r\n".encode())
+            with contextlib.suppress(OSError):
+                await writer.drain()
+                await asyncio.wait_for(reader.read(1024), 2)
+            writer.close()
+
+        self._server = await asyncio.start_server(greet, self.host, self.port)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+_cert_lock = threading.Lock()
+
+
+def self_signed_cert(directory: Path, name: str = "mx.test") -> tuple[Path, Path]:
+    """A throwaway certificate and key made with the ``openssl`` CLI (EC P-256, one day)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    with _cert_lock:
+        if not cert.exists():
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+                 "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out",
+                 str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+# --- the harness ------------------------------------------------------------------------------
+
+class EgressHarness:
+    """Spool + dispatch driver (+ bounce) servers in-process, and egress's ``serve``."""
+
+    def __init__(self, tmp_path: Path, *, routing: dict[str, Any] | None = None,
+                 egress: dict[str, Any] | None = None, bounce: bool = True) -> None:
+        self.tmp_path = tmp_path
+        self.routing = routing or {}
+        self.egress = egress or {}
+        self.with_bounce = bounce
+        self.driver = DispatchDriver()
+        self.bounce = RulesBounce() if bounce else None
+        self.spool: Spool | None = None
+        self.stop = asyncio.Event()
+        self._servers: list[grpc.aio.Server] = []
+        self._serve_task: asyncio.Task[None] | None = None
+        self.config: Config | None = None
+
+    async def __aenter__(self) -> EgressHarness:
+        spool_config = load_config(env={}, overrides={"spool": {"backend": "memory"}})
+        self.spool = Spool(open_backend(spool_config))
+        spool_port = await self._serve(spool_pb2_grpc.add_SpoolServiceServicer_to_server,
+                                       SpoolServicer(self.spool), SPOOL_SERVICE)
+        driver_port = await self._serve(
+            scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server, self.driver,
+            "petrel.v1.SchedulerService")
+        bounce_port = free_port()
+        if self.bounce is not None:
+            bounce_port = await self._serve(bounce_pb2_grpc.add_BounceServiceServicer_to_server,
+                                            self.bounce, "petrel.v1.BounceService")
+        egress = {"worker_id": "egress-test", "connect_timeout": 3, "command_timeout": 5,
+                  "data_timeout": 5, "idle_timeout": 5, **self.egress}
+        self.config = load_config(env={}, overrides={
+            "data_dir": str(self.tmp_path),
+            "spool": {"address": f"127.0.0.1:{spool_port}"},
+            "scheduler": {"address": f"127.0.0.1:{driver_port}"},
+            "bounce": {"address": f"127.0.0.1:{bounce_port}"},
+            "routing": self.routing, "egress": egress})
+        self._serve_task = asyncio.create_task(serve(self.stop, self.config))
+        await async_wait_for(lambda: self.driver.credits, timeout=10,
+                             message="egress to connect and grant credit")
+        return self
+
+    async def _serve(self, register: Any, servicer: Any, name: str) -> int:
+        server, _, port = create_server("127.0.0.1:0", [(register, servicer, name)])
+        await server.start()
+        self._servers.append(server)
+        return port
+
+    async def put(self, body: bytes, recipients: list[str], sender: str = SENDER) -> str:
+        assert self.spool is not None
+        message_id = new_message_id()
+        meta = common_pb2.MessageMeta(
+            id=message_id, sender=sender, size=len(body),
+            recipients=[common_pb2.Recipient(address=r, state=common_pb2.RECIPIENT_STATE_PENDING)
+                        for r in recipients])
+        await self.spool.write(PutOp(message_id, meta.SerializeToString(), body))
+        return message_id
+
+    async def submit(self, domain: str, recipients: list[str], body: bytes | None = None,
+                     sender: str = SENDER) -> scheduler_pb2.DeliveryTask:
+        """Store a message and hand the driver a task for it."""
+        message_id = await self.put(body or make_body(), recipients, sender)
+        return self.driver.add(domain, recipients, message_id, sender)
+
+    async def deliver(self, domain: str, recipients: list[str], body: bytes | None = None,
+                      timeout: float = 15.0) -> scheduler_pb2.DeliveryResult:
+        task = await self.submit(domain, recipients, body)
+        [result] = await self.driver.wait_results([task], timeout)
+        return result
+
+    async def stop_egress(self, timeout: float = 20.0) -> None:
+        self.stop.set()
+        if self._serve_task is not None:
+            await asyncio.wait_for(self._serve_task, timeout)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self._serve_task is not None:
+            try:
+                await asyncio.wait_for(self._serve_task, 20)
+            finally:
+                for server in self._servers:
+                    await server.stop(0)
+                if self.spool is not None:
+                    await self.spool.close()
+
+
+def outcomes(result: scheduler_pb2.DeliveryResult) -> dict[str, tuple[str, int, str]]:
+    """recipient → (outcome name, reply code, enhanced code)."""
+    names = scheduler_pb2.DeliveryOutcome.Name
+    return {r.recipient: (names(r.outcome).removeprefix("DELIVERY_OUTCOME_"), r.reply.code,
+                          r.reply.enhanced_code) for r in result.recipients}
