@@ -3,8 +3,10 @@
 The whole body is read, bounded, before any route sees it (every route that takes a body
 needs all of it anyway):
 
-* a declared ``Content-Length`` over the limit is refused with ``413`` without reading;
+* a declared ``Content-Length`` over the limit is refused with ``413`` without storing it;
 * a body growing past the limit while read is refused with ``413``;
+* before a ``413``, a bounded amount of the rest is read and discarded so the client can read
+  the answer (``DRAIN_BYTES``), then the connection is closed;
 * ``Content-Encoding: gzip`` or ``deflate`` bodies are accepted (as KumoMTA does) and the limit
   applies after decompression, so a small compressed bomb is refused too; other encodings get
   ``415``, a corrupt compressed body ``400``;
@@ -21,13 +23,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import error_response
 
 _COMPRESSED = frozenset({"gzip", "x-gzip", "deflate"})
+# Before refusing a body, this much more of it is read and discarded (within DRAIN_TIME):
+# closing a connection with unread data makes TCP reset it, and the client would see a reset
+# instead of our 413. Anything bigger is cut off.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_TIME = 1.0
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, error: str) -> None:
+    def __init__(self, status: int, error: str, unread_body: bool = False) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
+        self.unread_body = unread_body
 
 
 class BodyLimitMiddleware:
@@ -52,6 +60,8 @@ class BodyLimitMiddleware:
             if encoding != "identity":
                 body = self._decompress(body)
         except _Refused as refused:
+            if refused.unread_body:
+                await _drain(receive)
             response = error_response(refused.status, refused.error)
             # The rest of the body is not read: close rather than keep the connection.
             response.headers["connection"] = "close"
@@ -94,8 +104,11 @@ class BodyLimitMiddleware:
             if key == b"content-length":
                 declared = value.decode("latin-1").strip()
                 if declared.isdigit() and int(declared) > self.limit:
+                    # A client that sent "Expect: 100-continue" has not sent the body (and
+                    # reading would invite it to).
+                    expects = any(k == b"expect" for k, _ in scope["headers"])
                     raise _Refused(413, f"request body of {declared} bytes exceeds the limit "
-                                   f"of {self.limit} bytes")
+                                   f"of {self.limit} bytes", unread_body=not expects)
 
     async def _read(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
@@ -107,7 +120,8 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                raise _Refused(413, f"request body exceeds the limit of {self.limit} bytes")
+                raise _Refused(413, f"request body exceeds the limit of {self.limit} bytes",
+                               unread_body=bool(message.get("more_body", False)))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -129,3 +143,16 @@ class BodyLimitMiddleware:
         if not inflater.eof:
             raise _Refused(400, "truncated compressed request body")
         return out
+
+
+async def _drain(receive: Receive) -> None:
+    drained = 0
+    try:
+        async with asyncio.timeout(DRAIN_TIME):
+            while drained < DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                drained += len(message.get("body", b""))
+    except TimeoutError:
+        return
