@@ -40,11 +40,13 @@ class Enqueuer:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._retry_task: asyncio.Task[None] | None = None
+        self._retrying = 0
         self.dropped = 0
 
     @property
     def backlog(self) -> int:
-        return len(self._backlog)
+        """Messages waiting for a retry (including those being retried right now)."""
+        return len(self._backlog) + self._retrying
 
     async def enqueue(self, meta: common_pb2.MessageMeta) -> bool:
         """Try to enqueue now; ``False`` when the message went to the retry backlog."""
@@ -90,7 +92,11 @@ class Enqueuer:
             while self._backlog:
                 batch = [self._backlog.popleft()
                          for _ in range(min(self.RETRY_BATCH, len(self._backlog)))]
-                sent = await asyncio.gather(*(self._send(meta) for meta in batch))
+                self._retrying = len(batch)
+                try:
+                    sent = await asyncio.gather(*(self._send(meta) for meta in batch))
+                finally:
+                    self._retrying = 0
                 failed = [meta for meta, ok in zip(batch, sent, strict=True) if not ok]
                 if failed:
                     self._backlog.extendleft(reversed(failed))

@@ -4,10 +4,19 @@
 ``StoreFailed`` carrying the gRPC code ingress answers with: ``RESOURCE_EXHAUSTED`` when the
 spool reports it is full, ``UNAVAILABLE`` for everything else (spool down, stream broken,
 no answer within the deadline, any other per-item error).
+
+When the outcome is unknown (no answer in time, or the stream broke after the request was
+sent) the client was told to try again, so a write that lands late would become a duplicate.
+Such messages are withdrawn: a background task asks the spool to remove the id a few times
+with backoff until the spool confirms a removal or the attempts run out. Messages carrying an
+idempotency key are left alone: the client's retry with the same key finds the original.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import logging
 
 import grpc
@@ -32,6 +41,7 @@ class SpoolWriter:
         self._caller: StreamCaller[spool_pb2.PutMessageRequest, spool_pb2.PutMessageResponse] = \
             StreamCaller(stub.PutMessages, max_pending=max_pending, name="spool-put")
         self._deadline = deadline
+        self._withdrawals = Withdrawals(stub, deadline)
 
     async def put(self, meta: common_pb2.MessageMeta, body: bytes
                   ) -> spool_pb2.PutMessageResponse:
@@ -39,9 +49,11 @@ class SpoolWriter:
         try:
             response = await self._caller.call(request, timeout=self._deadline)
         except TimeoutError as exc:
+            self._withdrawals.add(meta)
             raise StoreFailed(grpc.StatusCode.UNAVAILABLE,
                               f"spool did not acknowledge within {self._deadline:g}s") from exc
         except StreamBroken as exc:
+            self._withdrawals.add(meta)
             code = (exc.code if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
                     else grpc.StatusCode.UNAVAILABLE)
             raise StoreFailed(code, f"spool unavailable: {exc}") from exc
@@ -54,5 +66,62 @@ class SpoolWriter:
             raise StoreFailed(code, f"spool refused the write: {response.status.message}")
         return response
 
+    @property
+    def withdrawals_pending(self) -> int:
+        return self._withdrawals.pending
+
     async def close(self) -> None:
+        await self._withdrawals.close()
+        await self._caller.close()
+
+
+class Withdrawals:
+    """Background removal of writes whose outcome is unknown (see the module docstring)."""
+
+    DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+    MAX_PENDING = 10_000
+
+    def __init__(self, stub: spool_pb2_grpc.SpoolServiceStub, deadline: float) -> None:
+        self._caller: StreamCaller[spool_pb2.UpdateMessageRequest,
+                                   spool_pb2.UpdateMessageResponse] = \
+            StreamCaller(stub.UpdateMessages, name="spool-withdraw")
+        self._deadline = deadline
+        self._tasks: collections.OrderedDict[str, asyncio.Task[None]] = \
+            collections.OrderedDict()
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def add(self, meta: common_pb2.MessageMeta) -> None:
+        if meta.idempotency_key or meta.id in self._tasks:
+            return
+        if len(self._tasks) >= self.MAX_PENDING:
+            _, oldest = self._tasks.popitem(last=False)
+            oldest.cancel()
+        task = asyncio.create_task(self._withdraw(meta.id), name="spool-withdraw")
+        self._tasks[meta.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(meta.id, None))
+
+    async def _withdraw(self, message_id: str) -> None:
+        request = spool_pb2.UpdateMessageRequest(remove_id=message_id)
+        for delay in self.DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                response = await self._caller.call(request, timeout=self._deadline)
+            except (TimeoutError, StreamBroken):
+                continue
+            if response.status.code == 0 and response.found:
+                log.info("withdrew %s, written after its deadline", message_id,
+                         extra={"message_id": message_id})
+                return
+        log.debug("%s was not found to withdraw; it was never stored", message_id,
+                  extra={"message_id": message_id})
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._caller.close()

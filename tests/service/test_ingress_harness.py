@@ -63,6 +63,11 @@ class SpoolProcess:
         self.stop(kill=True)
         raise TimeoutError("spool did not get ready")
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     def stop(self, kill: bool = False) -> None:
         if self._process is None:
             return
