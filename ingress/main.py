@@ -59,6 +59,7 @@ class Ingress:
         host, port = split_hostport(self.config.ingress.smtp_listen)
         bound_host, bound_port = await self.smtp.start(host, port)
         self.smtp_address = _hostport(bound_host, bound_port)
+        await set_serving(self.health, SERVICE_NAMES, True)
 
     async def stop(self) -> None:
         await set_serving(self.health, SERVICE_NAMES, False)

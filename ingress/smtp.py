@@ -81,7 +81,7 @@ class SmtpHandler:
         self._tls = tls
         self._relay = RelayPolicy(config.relay_networks)
         self.draining = False
-        self.data_in_flight = 0
+        self.storing: set[Session] = set()
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -134,7 +134,7 @@ class SmtpHandler:
             recipients=tuple(envelope.rcpt_tos), content=raw,
             protocol="ESMTPA" if session.authenticated else "ESMTP",
             peer_ip=peer_ip(session), helo=session.host_name or "")
-        self.data_in_flight += 1
+        self.storing.add(session)
         self.idle.clear()
         try:
             accepted = await self._acceptor.accept(submission)
@@ -145,8 +145,8 @@ class SmtpHandler:
         except InvalidMessage as exc:
             return f"{smtp_replies.INVALID_CONTENT}: {exc}"
         finally:
-            self.data_in_flight -= 1
-            if not self.data_in_flight:
+            self.storing.discard(session)
+            if not self.storing:
                 self.idle.set()
         return smtp_replies.queued(accepted.id)
 
@@ -257,11 +257,14 @@ class SmtpListener:
         return str(bound[0]), int(bound[1])
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting connections, refuse new transactions, let DATA in progress finish
-        (at most ``grace`` seconds), then close every session."""
+        """Stop accepting connections and close every session, except those whose message is
+        being stored: they get their reply first (waiting at most ``grace`` seconds)."""
         self.handler.draining = True
         if self._server is not None:
             self._server.close()
+        for session in list(self.connections):
+            if session.session not in self.handler.storing:
+                session.shut_down()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.handler.idle.wait(), grace)
         for session in list(self.connections):
