@@ -10,7 +10,8 @@ sessions in candidate order. A transient failure before the transaction (no conn
 banner, 4xx to EHLO or MAIL, TLS policy) moves on to the next candidate; a permanent one (5xx
 banner, EHLO or MAIL) fails every recipient. Once MAIL is accepted, the per-recipient replies
 are the outcome. When every candidate failed, each recipient gets the last reply a server
-gave, or ``451 4.4.1 No answer from any hosts ...`` when no server answered.
+gave; when none answered, the last failure egress saw (TLS policy, timeout), or
+``451 4.4.1 No answer from any hosts ...`` when no connection could be made at all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from egress import metrics
 from egress.pool import ConnectionPool
-from egress.replies import no_answer
+from egress.replies import CONNECT_FAILED, no_answer
 from egress.session import HostFailed, Peer, Session, SessionOptions
 from petrel.routing import Host, Route
 from petrel.smtp_replies import Reply
@@ -116,12 +117,17 @@ class SmtpDeliverer:
 
     @staticmethod
     def _all_failed(route: Route, failures: list[HostFailed], count: int) -> Attempt:
-        """The last reply a server gave, else a made-up "no answer" naming the last error."""
+        """The last reply a server gave; else the last failure egress saw (a TLS policy
+        failure, a timeout), with connection failures summed up as "no answer"."""
         for failure in reversed(failures):
             if failure.from_server:
                 return Attempt.uniform(failure.reply, count, route.site, str(failure.peer))
-        detail = failures[-1].reply.text if failures else "no usable host"
-        return Attempt.uniform(no_answer(route.domain, detail), count, route.site)
+        if not failures:
+            return Attempt.uniform(no_answer(route.domain, "no usable host"), count, route.site)
+        last = failures[-1].reply
+        if last.enhanced_code == CONNECT_FAILED:
+            last = no_answer(route.domain, last.text)
+        return Attempt.uniform(last, count, route.site)
 
     async def _reuse(self, route: Route) -> Session | None:
         hosts = {(host.name, host.port) for host in route.hosts}

@@ -12,6 +12,9 @@ import re
 from petrel.smtp_replies import Reply
 from petrel.v1 import common_pb2, scheduler_pb2
 
+# RFC 3463 X.4.1 "No answer from host": the status of a connection that could not be made.
+CONNECT_FAILED = "4.4.1"
+
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 
 BODY_NOT_FOUND = Reply(554, "5.3.0", "message not found in spool")
@@ -36,9 +39,14 @@ def from_response(code: int, message: str) -> Reply:
     return Reply(code, enhanced, "\n".join(line.strip() for line in lines).strip())
 
 
+def connect_failed(detail: str) -> Reply:
+    return Reply(451, CONNECT_FAILED, detail)
+
+
 def no_answer(domain: str, detail: str) -> Reply:
     """No host of ``domain`` could be reached or would take the message (KumoMTA's wording)."""
-    return Reply(451, "4.4.1", f"No answer from any hosts listed in MX for {domain}: {detail}")
+    return Reply(451, CONNECT_FAILED,
+                 f"No answer from any hosts listed in MX for {domain}: {detail}")
 
 
 def connection_lost(step: str, detail: str) -> Reply:

@@ -29,6 +29,7 @@ import aiosmtplib
 from egress.replies import (
     SMTPUTF8_NOT_SUPPORTED,
     TLS_NOT_OFFERED,
+    connect_failed,
     connection_lost,
     from_response,
     timed_out,
@@ -137,10 +138,10 @@ class Session:
         except aiosmtplib.SMTPConnectResponseError as exc:
             raise HostFailed(from_response(exc.code, exc.message), peer, from_server=True) from exc
         except aiosmtplib.SMTPConnectTimeoutError as exc:
-            raise HostFailed(Reply(451, "4.4.1", f"Connection to {peer} timed out"), peer,
+            raise HostFailed(connect_failed(f"Connection to {peer} timed out"), peer,
                              from_server=False) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise HostFailed(Reply(451, "4.4.1", f"Connection to {peer} failed: {exc}"), peer,
+            raise HostFailed(connect_failed(f"Connection to {peer} failed: {exc}"), peer,
                              from_server=False) from exc
         try:
             await _greet(smtp, peer, options)

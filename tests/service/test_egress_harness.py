@@ -139,10 +139,10 @@ class DispatchDriver(scheduler_pb2_grpc.SchedulerServiceServicer):
         finally:
             self.open_streams -= 1
             self._wakers.discard(wake)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await reader
             self.pending[:0] = list(outstanding.values())
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
 
 
 # --- bounce -----------------------------------------------------------------------------------
@@ -186,6 +186,11 @@ class _RecordingHandler:
             envelope.rcpt_tos.append(address)
         return reply
 
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.sink._lock:
+            self.sink.quits += 1
+        return "221 2.0.0 Bye"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.sink.data_delay:
             await asyncio.sleep(self.sink.data_delay)
@@ -205,6 +210,7 @@ class RecordingSink(SmtpSink):
     tls_context: ssl.SSLContext | None = None
     data_delay: float = 0.0
     deliveries: list[Delivered] = field(default_factory=list)
+    quits: int = 0
 
     def start(self) -> RecordingSink:
         self.port = self.port or free_port()
