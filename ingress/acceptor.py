@@ -21,9 +21,19 @@ from ingress.message import Stamp, prepare_message
 from ingress.spool_writer import SpoolWriter
 from petrel import ids
 from petrel.events import EventLog, make_record, trace_id_of
+from petrel.routing import normalize_domain
 from petrel.v1 import common_pb2
 
 log = logging.getLogger(__name__)
+
+
+def queue_name(recipient: str, tenant: str, campaign: str) -> str:
+    """The scheduled queue a recipient joins (``campaign:tenant@domain``, unset parts left
+    out), as the scheduler names it; used in Reception events."""
+    domain = normalize_domain(recipient.rpartition("@")[2])
+    if campaign:
+        return f"{campaign}:{tenant}@{domain}"
+    return f"{tenant}@{domain}" if tenant else domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,9 @@ class Acceptor:
             return
         records = [
             make_record("Reception", message_id=meta.id, sender=meta.sender,
-                        recipient=r.address, size=meta.size, code=250, enhanced_code="2.0.0",
+                        recipient=r.address,
+                        queue=queue_name(r.address, meta.tenant, meta.campaign),
+                        size=meta.size, code=250, enhanced_code="2.0.0",
                         content="Message accepted for delivery", tenant=meta.tenant,
                         campaign=meta.campaign, trace_context=meta.trace_context,
                         meta=meta.meta, created_ms=meta.created_unix_ms,

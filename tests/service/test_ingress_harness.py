@@ -26,26 +26,29 @@ from tests.support.net import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-class SpoolProcess:
-    """``python -m spool`` (RocksDB under ``data_dir``) on a fixed loopback port, so it can be
-    stopped and started again at the same address. ``start``/``stop`` block: call them
+class ServiceProcess:
+    """``python -m <service>`` on a fixed loopback port (``PETREL_<SERVICE>__LISTEN``), so it
+    can be stopped and started again at the same address. ``start``/``stop`` block: call them
     through ``asyncio.to_thread`` from a running loop."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, service: str, data_dir: Path, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.service = service
         self.data_dir = data_dir
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.env = env or {}
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> SpoolProcess:
+    def start(self, timeout: float = 20.0) -> ServiceProcess:
         env = {**os.environ, "PETREL_DATA_DIR": str(self.data_dir),
-               "PETREL_SPOOL__LISTEN": self.address, "PETREL_SPOOL__BACKEND": "rocksdb",
-               "PETREL_LOG_LEVEL": "WARNING"}
+               f"PETREL_{self.service.upper()}__LISTEN": self.address,
+               "PETREL_LOG_LEVEL": "WARNING", **self.env}
         env.pop("PETREL_CONFIG", None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        errors = self.data_dir / "spool.stderr"
+        errors = self.data_dir / f"{self.service}.stderr"
         with open(errors, "ab") as err:
-            self._process = subprocess.Popen([sys.executable, "-m", "spool"], cwd=REPO,
+            self._process = subprocess.Popen([sys.executable, "-m", self.service], cwd=REPO,
                                              env=env, stdout=subprocess.PIPE, stderr=err)
         stdout = self._process.stdout
         assert stdout is not None
@@ -56,12 +59,12 @@ class SpoolProcess:
                 continue
             line = stdout.readline()
             if not line:
-                raise RuntimeError(f"spool exited: {errors.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.service} exited: {errors.read_text()[-2000:]}")
             with contextlib.suppress(ValueError):
-                if json.loads(line).get("ready") == "spool":
+                if json.loads(line).get("ready") == self.service:
                     return self
         self.stop(kill=True)
-        raise TimeoutError("spool did not get ready")
+        raise TimeoutError(f"{self.service} did not get ready")
 
     @property
     def pid(self) -> int:
@@ -80,6 +83,17 @@ class SpoolProcess:
         if self._process.stdout is not None:
             self._process.stdout.close()
         self._process = None
+
+
+class SpoolProcess(ServiceProcess):
+    """The spool on RocksDB under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__("spool", data_dir, port, {"PETREL_SPOOL__BACKEND": "rocksdb"})
+
+    def start(self, timeout: float = 20.0) -> SpoolProcess:
+        super().start(timeout)
+        return self
 
 
 def ingress_config(tmp_path: Path, spool_address: str, **ingress: Any) -> Config:

@@ -109,6 +109,7 @@ async def test_accepted_message_is_stored_byte_exact_with_our_headers(
     assert {e["type"] for e in events} == {"Reception"}
     assert events[0]["trace_id"] == PARENT.split("-")[1]
     assert events[0]["tenant"] == "acme"
+    assert {e["queue"] for e in events} == {"spring:acme@example.net", "spring:acme@example.org"}
 
 
 async def test_relay_denied_outside_relay_networks(ingress: Ingress, spool: SpoolProcess) -> None:
