@@ -69,6 +69,9 @@ FINISHED_MEMORY = 65_536
 # A message may reach the spool a little after the time in its id (the write takes a while):
 # each reconcile scan starts this far before the previous one did.
 RECONCILE_SLACK_MS = 60_000
+# Past this many messages a summary is reused for SUMMARY_MAX_AGE seconds (it costs one pass
+# over every job); below it every call is fresh.
+SUMMARY_CACHE_FROM = 10_000
 SUMMARY_MAX_AGE = 0.5
 UNROUTABLE_SITE = "unroutable"
 
@@ -552,10 +555,11 @@ class Scheduler:
 
     async def summary(self) -> scheduler_pb2.GetQueueSummaryResponse:
         """Every scheduled and ready queue with its count, oldest age and in-flight jobs.
-        One pass over every job (yielding to the loop as it goes), shared by callers that
-        ask within ``SUMMARY_MAX_AGE`` seconds of each other."""
+        One pass over every job (yielding to the loop as it goes); on a large queue, shared
+        by callers that ask within ``SUMMARY_MAX_AGE`` seconds of each other."""
         async with self._summary_lock:
-            if self._summary is not None and time.monotonic() - self._summary_at < SUMMARY_MAX_AGE:
+            if (self._summary is not None and len(self._messages) >= SUMMARY_CACHE_FROM
+                    and time.monotonic() - self._summary_at < SUMMARY_MAX_AGE):
                 return self._summary
             self._summary = await self._compute_summary()
             self._summary_at = time.monotonic()
