@@ -9,6 +9,10 @@
   in completion order. Failures are per item, in ``status`` (code, message, field); the
   stream itself stays open.
 
+A front end that received the message itself (the REST gateway) sets
+``reception_protocol = "HTTP"`` and ``peer_address`` to its client's address; they are
+recorded instead of this call's ("GRPC", the gateway's address).
+
 Content with bare LF line endings is normalised to CRLF (and given a final CRLF); a bare CR
 is refused. The trace context comes from the ``traceparent``/``tracestate`` gRPC metadata,
 else from the request's ``traceparent`` field, else a new trace is started. The same
@@ -68,7 +72,8 @@ class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
         field_trace = trace.carrier(request.traceparent)
         return Submission(
             sender=request.sender, recipients=tuple(request.recipients), content=content,
-            protocol="GRPC", peer_ip=peer_ip(context), tenant=request.tenant,
+            protocol=request.reception_protocol or "GRPC",
+            peer_ip=request.peer_address or peer_ip(context), tenant=request.tenant,
             campaign=request.campaign, meta=dict(request.meta),
             idempotency_key=request.idempotency_key,
             trace_context=context_trace or field_trace or {})

@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from ingress.addresses import is_valid_mailbox
 from ingress.message import InvalidMessage, check_label, normalize_line_endings
 from petrel.v1 import ingress_pb2
 
 MAX_IDEMPOTENCY_KEY = 256
 MAX_META_BYTES = 64 * 1024
+FRONT_END_PROTOCOLS = ("", "GRPC", "HTTP")
 
 
 class FieldError(ValueError):
@@ -51,4 +54,11 @@ def validate_inject(request: ingress_pb2.InjectMessageRequest, max_message_size:
         raise FieldError("idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY} bytes")
     if sum(len(k) + len(v) for k, v in request.meta.items()) > MAX_META_BYTES:
         raise FieldError("meta", f"larger than {MAX_META_BYTES} bytes")
+    if request.reception_protocol not in FRONT_END_PROTOCOLS:
+        raise FieldError("reception_protocol", "expected \"HTTP\", \"GRPC\" or empty")
+    if request.peer_address:
+        try:
+            ipaddress.ip_address(request.peer_address)
+        except ValueError as exc:
+            raise FieldError("peer_address", "not an IP address") from exc
     return content

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from petrel.v1 import common_pb2 as petrel_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17petrel/v1/ingress.proto\x12\tpetrel.v1\x1a\x16petrel/v1/common.proto\"\x8e\x02\n\x14InjectMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x06 \x01(\t\x12\x37\n\x04meta\x18\x07 \x03(\x0b\x32).petrel.v1.InjectMessageRequest.MetaEntry\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0btraceparent\x18\t \x01(\t\x1a+\n\tMetaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x15InjectMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12%\n\x06status\x18\x04 \x01(\x0b\x32\x15.petrel.v1.ItemStatus2\xbc\x01\n\rInjectService\x12R\n\rInjectMessage\x12\x1f.petrel.v1.InjectMessageRequest\x1a .petrel.v1.InjectMessageResponse\x12W\n\x0eInjectMessages\x12\x1f.petrel.v1.InjectMessageRequest\x1a .petrel.v1.InjectMessageResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17petrel/v1/ingress.proto\x12\tpetrel.v1\x1a\x16petrel/v1/common.proto\"\xc0\x02\n\x14InjectMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x06 \x01(\t\x12\x37\n\x04meta\x18\x07 \x03(\x0b\x32).petrel.v1.InjectMessageRequest.MetaEntry\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0btraceparent\x18\t \x01(\t\x12\x1a\n\x12reception_protocol\x18\n \x01(\t\x12\x14\n\x0cpeer_address\x18\x0b \x01(\t\x1a+\n\tMetaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x15InjectMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12%\n\x06status\x18\x04 \x01(\x0b\x32\x15.petrel.v1.ItemStatus2\xbc\x01\n\rInjectService\x12R\n\rInjectMessage\x12\x1f.petrel.v1.InjectMessageRequest\x1a .petrel.v1.InjectMessageResponse\x12W\n\x0eInjectMessages\x12\x1f.petrel.v1.InjectMessageRequest\x1a .petrel.v1.InjectMessageResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INJECTMESSAGEREQUEST_METAENTRY']._loaded_options = None
   _globals['_INJECTMESSAGEREQUEST_METAENTRY']._serialized_options = b'8\001'
   _globals['_INJECTMESSAGEREQUEST']._serialized_start=63
-  _globals['_INJECTMESSAGEREQUEST']._serialized_end=333
-  _globals['_INJECTMESSAGEREQUEST_METAENTRY']._serialized_start=290
-  _globals['_INJECTMESSAGEREQUEST_METAENTRY']._serialized_end=333
-  _globals['_INJECTMESSAGERESPONSE']._serialized_start=335
-  _globals['_INJECTMESSAGERESPONSE']._serialized_end=441
-  _globals['_INJECTSERVICE']._serialized_start=444
-  _globals['_INJECTSERVICE']._serialized_end=632
+  _globals['_INJECTMESSAGEREQUEST']._serialized_end=383
+  _globals['_INJECTMESSAGEREQUEST_METAENTRY']._serialized_start=340
+  _globals['_INJECTMESSAGEREQUEST_METAENTRY']._serialized_end=383
+  _globals['_INJECTMESSAGERESPONSE']._serialized_start=385
+  _globals['_INJECTMESSAGERESPONSE']._serialized_end=491
+  _globals['_INJECTSERVICE']._serialized_start=494
+  _globals['_INJECTSERVICE']._serialized_end=682
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,8 @@ class InjectMessageRequest(_message.Message):
     META_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    RECEPTION_PROTOCOL_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     sender: _builtins.str
     content: _builtins.bytes
@@ -62,6 +64,12 @@ class InjectMessageRequest(_message.Message):
     """The same key twice yields one message (the second answer has duplicate = true)."""
     traceparent: _builtins.str
     """W3C traceparent of the caller when not carried in gRPC metadata."""
+    reception_protocol: _builtins.str
+    """Set by a front end that received the message itself (the REST gateway): "HTTP", and the
+    address of its client. Empty = this gRPC call is the reception ("GRPC", the caller's
+    address).
+    """
+    peer_address: _builtins.str
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -78,10 +86,12 @@ class InjectMessageRequest(_message.Message):
         meta: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
         traceparent: _builtins.str = ...,
+        reception_protocol: _builtins.str = ...,
+        peer_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "content", b"content", "idempotency_key", b"idempotency_key", "meta", b"meta", "recipients", b"recipients", "sender", b"sender", "seq", b"seq", "tenant", b"tenant", "traceparent", b"traceparent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "content", b"content", "idempotency_key", b"idempotency_key", "meta", b"meta", "peer_address", b"peer_address", "reception_protocol", b"reception_protocol", "recipients", b"recipients", "sender", b"sender", "seq", b"seq", "tenant", b"tenant", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -77,6 +77,19 @@ async def test_unary_inject_is_durable_and_stamped(
     assert [(e["type"], e["recipient"]) for e in events] == [("Reception", "b@example.net")]
 
 
+async def test_front_end_reception_is_recorded(
+        stub: ingress_pb2_grpc.InjectServiceStub, spool: SpoolProcess) -> None:
+    response = await stub.InjectMessage(
+        request(reception_protocol="HTTP", peer_address="198.51.100.4"), timeout=10)
+    stored = await spool_message(spool.address, response.id)
+    assert stored is not None
+    assert (stored.meta.reception_protocol, stored.meta.peer_address) == ("HTTP",
+                                                                          "198.51.100.4")
+    received = split_headers(stored.body)[0][0].value
+    assert received.startswith("from [198.51.100.4] ([198.51.100.4]) by ")
+    assert f"with HTTP id {response.id}" in received
+
+
 async def test_traceparent_field_and_header_tenant(
         stub: ingress_pb2_grpc.InjectServiceStub, spool: SpoolProcess) -> None:
     response = await stub.InjectMessage(request(traceparent=PARENT), timeout=10)

@@ -89,6 +89,8 @@ def request(**fields: object) -> ingress_pb2.InjectMessageRequest:
     ({"tenant": "a@b"}, "tenant"),
     ({"campaign": "has\ttab"}, "campaign"),
     ({"idempotency_key": "k" * 300}, "idempotency_key"),
+    ({"reception_protocol": "SMTP"}, "reception_protocol"),
+    ({"peer_address": "not-an-ip"}, "peer_address"),
 ])
 def test_inject_validation_names_the_field(fields: dict[str, object], field: str) -> None:
     with pytest.raises(FieldError) as info:
