@@ -33,6 +33,7 @@ from petrel.config import RoutingConfig, split_hostport
 from petrel.smtp_replies import Reply
 
 NEGATIVE_TTL = 5.0
+MAX_CACHE_ENTRIES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,9 @@ def site_name(host_names: list[str]) -> str:
 class Router:
     config: RoutingConfig
     _cache: dict[str, _Entry] = field(default_factory=dict)
-    _inflight: dict[str, asyncio.Future[Route]] = field(default_factory=dict)
+    _inflight: dict[str, asyncio.Task[Route]] = field(default_factory=dict)
     _resolver: dns.asyncresolver.Resolver | None = None
+    _routes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.config.dns_nameservers:
@@ -100,32 +102,48 @@ class Router:
         resolver.lifetime = self.config.dns_timeout
         resolver.timeout = min(self.config.dns_timeout, 2.0)
         self._resolver = resolver
+        # Route keys as operators write them ("Example.COM", "bücher.example") match the
+        # normalized form every lookup uses.
+        self._routes = {normalize_domain(k): v for k, v in self.config.routes.items()}
 
     async def resolve(self, domain: str) -> Route:
-        """The route for ``domain`` (cached; concurrent lookups of one domain are shared)."""
+        """The route for ``domain`` (cached; concurrent lookups of one domain share one query,
+        which runs in its own task so a cancelled caller does not fail the others)."""
         domain = normalize_domain(domain)
         entry = self._cache.get(domain)
         if entry is not None and entry.expires > time.monotonic():
             return entry.route
-        pending = self._inflight.get(domain)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Route] = asyncio.get_running_loop().create_future()
-        self._inflight[domain] = future
-        try:
-            route, ttl = await self._lookup(domain)
-            self._cache[domain] = _Entry(route, time.monotonic() + ttl)
-            future.set_result(route)
-            return route
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._inflight[domain]
+        task = self._inflight.get(domain)
+        if task is None:
+            task = asyncio.create_task(self._resolve_and_cache(domain),
+                                       name=f"resolve-{domain}")
+            self._inflight[domain] = task
+            task.add_done_callback(lambda done: self._lookup_done(domain, done))
+        return await asyncio.shield(task)
+
+    def _lookup_done(self, domain: str, task: asyncio.Task[Route]) -> None:
+        self._inflight.pop(domain, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter re-raises it itself
+
+    async def _resolve_and_cache(self, domain: str) -> Route:
+        route, ttl = await self._lookup(domain)
+        now = time.monotonic()
+        if len(self._cache) >= MAX_CACHE_ENTRIES:
+            self._evict(now)
+        self._cache[domain] = _Entry(route, now + ttl)
+        return route
+
+    def _evict(self, now: float) -> None:
+        """Keep the cache bounded: drop expired entries, then the oldest quarter if needed."""
+        for key in [k for k, e in self._cache.items() if e.expires <= now]:
+            del self._cache[key]
+        if len(self._cache) >= MAX_CACHE_ENTRIES:
+            for key in list(self._cache)[:MAX_CACHE_ENTRIES // 4]:
+                del self._cache[key]
 
     async def _lookup(self, domain: str) -> tuple[Route, float]:
-        configured = self.config.routes.get(domain) or self.config.routes.get(domain.lower())
+        configured = self._routes.get(domain)
         if configured:
             return self._static(domain, "route", configured), self.config.dns_max_cache_ttl
         if self.config.smarthost:
@@ -169,10 +187,9 @@ class Router:
                 len(records) == 1 and records[0][1] in ("", ".")):
             return Route(domain, f"nullmx:{domain}", "null_mx", failure=Reply(
                 556, "5.1.10", f"Domain {domain} accepts no mail (null MX)")), ttl_cap
-        hosts = []
-        for preference, name in records:
-            addresses = await self._addresses(name)
-            hosts.append(Host(name, self.config.smtp_port, preference, addresses))
+        resolved = await asyncio.gather(*(self._addresses(name) for _, name in records))
+        hosts = [Host(name, self.config.smtp_port, preference, addresses)
+                 for (preference, name), (addresses, _) in zip(records, resolved, strict=True)]
         if not any(h.addresses for h in hosts):
             return Route(domain, site_name([n for _, n in records]), "mx", failure=Reply(
                 451, "4.4.3", f"No address for any MX host of {domain}")), NEGATIVE_TTL
@@ -180,25 +197,33 @@ class Router:
         return Route(domain, site_name([n for _, n in records]), "mx", tuple(hosts)), ttl
 
     async def _implicit(self, domain: str) -> tuple[Route, float]:
-        addresses = await self._addresses(domain)
+        addresses, errors = await self._addresses(domain)
         if not addresses:
+            if errors:
+                return self._dns_failure(domain, errors[0]), NEGATIVE_TTL
             return Route(domain, domain, "implicit", failure=Reply(
                 550, "5.1.2", f"Domain {domain} has no MX and no address record")), NEGATIVE_TTL
         return (Route(domain, domain, "implicit",
                       (Host(domain, self.config.smtp_port, 0, addresses),)),
                 self.config.dns_max_cache_ttl)
 
-    async def _addresses(self, name: str) -> tuple[str, ...]:
+    async def _addresses(self, name: str) -> tuple[tuple[str, ...], list[Exception]]:
+        """A then AAAA addresses of ``name``, and the lookups that failed (not "no such
+        record", which is an answer) so callers can tell "no address" from "DNS trouble"."""
         if _is_ip(name):
-            return (name,)
+            return (name,), []
         found: list[str] = []
+        errors: list[Exception] = []
         for rdtype in ("A", "AAAA"):
             try:
                 answer = await self._query(name, rdtype)
-            except dns.exception.DNSException:
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            except dns.exception.DNSException as exc:
+                errors.append(exc)
                 continue
             found.extend(r.to_text() for r in answer)
-        return tuple(found)
+        return tuple(found), errors
 
     async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer:
         assert self._resolver is not None
