@@ -63,6 +63,7 @@ class Composer:
         self._subject: Text | None = None
         self._text: Text | None = None
         self._html: Text | None = None
+        self._amp: Text | None = None
         self._headers: list[tuple[str, Text]] = []
         self._parts: list[Part] = []
         self._from: Address | None = None
@@ -77,6 +78,9 @@ class Composer:
             self._text = compile_text("content.text_body", content.text_body, dialect)
         if content.html_body is not None:
             self._html = compile_text("content.html_body", content.html_body, dialect, html=True)
+        if content.amp_html_body is not None:
+            self._amp = compile_text("content.amp_html_body", content.amp_html_body, dialect,
+                                     html=True)
         for name, value in content.headers.items():
             self._headers.append(
                 (name, compile_text(f"content.headers.{name}", value, dialect)))
@@ -154,4 +158,5 @@ class Composer:
             headers,
             text_body=self._text.render(ctx, limit) if self._text else None,
             html_body=self._html.render(ctx, limit) if self._html else None,
+            amp_html_body=self._amp.render(ctx, limit) if self._amp else None,
             parts=self._parts)

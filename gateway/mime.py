@@ -2,7 +2,8 @@
 
 Structure of a built message, from the inside out:
 
-* ``text/plain`` and/or ``text/html``; both together become ``multipart/alternative``;
+* ``text/plain`` and/or ``text/html`` (plus an optional AMP ``text/x-amp-html``); several
+  together become ``multipart/alternative``;
 * inline parts (those with a ``content_id``) and the HTML body (or the only body) form a
   ``multipart/related`` (inside the alternative when there is one, as mail clients do);
 * other attachments wrap everything in ``multipart/mixed``.
@@ -72,33 +73,39 @@ def split_content_type(value: str) -> tuple[str, str, dict[str, str]]:
 
 
 def build_message(headers: Sequence[tuple[str, str | Address]], *, text_body: str | None,
-                  html_body: str | None, parts: Sequence[Part] = ()) -> bytes:
-    """Assemble a message. ``headers`` come first in the given order; MIME headers are added."""
+                  html_body: str | None, amp_html_body: str | None = None,
+                  parts: Sequence[Part] = ()) -> bytes:
+    """Assemble a message. ``headers`` come first in the given order; MIME headers are added.
+    Alternatives are ordered plain, AMP, HTML (the last is the one clients prefer)."""
     if text_body is None and html_body is None:
         raise MessageBuildError("at least one of text_body and html_body must be given")
+    if amp_html_body is not None and html_body is None:
+        raise MessageBuildError("amp_html_body needs html_body as its fallback")
+    bodies: list[tuple[str, str]] = [(body, subtype) for body, subtype in
+              ((text_body, "plain"), (amp_html_body, "x-amp-html"), (html_body, "html"))
+              if body is not None]
     msg = EmailMessage(policy=POLICY)
     try:
         for name, value in headers:
             msg[name] = value
-        # Inline parts are related to the HTML body when there is one.
+        first, *alternatives = bodies
+        msg.set_content(normalize_crlf(first[0]), subtype=first[1])
+        for body, subtype in alternatives:
+            msg.add_alternative(normalize_crlf(body), subtype=subtype)
+        # Inline parts are related to the HTML body when there is one (always the last body).
         related_to: EmailMessage = msg
-        if text_body is not None:
-            msg.set_content(normalize_crlf(text_body), subtype="plain")
-            if html_body is not None:
-                msg.add_alternative(normalize_crlf(html_body), subtype="html")
-                html_part = msg.get_payload()[1]  # type: ignore[index]
-                assert isinstance(html_part, EmailMessage)
-                related_to = html_part
-        else:
-            msg.set_content(normalize_crlf(html_body or ""), subtype="html")
+        if alternatives:
+            html_part = msg.get_payload()[-1]  # type: ignore[index]
+            assert isinstance(html_part, EmailMessage)
+            related_to = html_part
         inline = [p for p in parts if p.content_id]
         attached = [p for p in parts if not p.content_id]
         for part in inline:
             maintype, subtype, params = split_content_type(part.content_type)
             cid = part.content_id or ""
             related_to.add_related(part.data, maintype, subtype, disposition="inline",
-                            filename=part.file_name, params=params,
-                            cid=cid if cid.startswith("<") else f"<{cid}>")
+                                   filename=part.file_name, params=params,
+                                   cid=cid if cid.startswith("<") else f"<{cid}>")
         for part in attached:
             maintype, subtype, params = split_content_type(part.content_type)
             msg.add_attachment(part.data, maintype, subtype, filename=part.file_name,

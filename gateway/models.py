@@ -108,6 +108,8 @@ class ContentBuilder(_Model):
     subject: SingleLine | None = None
     text_body: str | None = None
     html_body: str | None = None
+    amp_html_body: str | None = Field(default=None, description="AMP for Email version; "
+                                      "needs `html_body` as its fallback.")
     headers: Annotated[dict[str, SingleLine], AfterValidator(_header_names)] = Field(
         default_factory=dict, description="Extra headers (templated). A header named here "
         "replaces the generated one of the same name (To, From, Reply-To, Subject, Date).")
@@ -121,6 +123,9 @@ class ContentBuilder(_Model):
         if self.text_body is None and self.html_body is None:
             raise PydanticCustomError("body_missing",
                                       "at least one of text_body and html_body must be given")
+        if self.amp_html_body is not None and self.html_body is None:
+            raise PydanticCustomError("amp_without_html",
+                                      "amp_html_body needs html_body as its fallback")
         return self
 
 
@@ -142,7 +147,21 @@ Content = Annotated[
 ]
 
 
+_INJECT_EXAMPLE = {
+    "envelope_sender": "noreply@example.com",
+    "recipients": [{"email": "ann@example.org", "name": "Ann",
+                    "substitutions": {"plan": "gold"}}],
+    "content": {"subject": "Hello {{ name }}", "text_body": "Your plan: {{ plan }}",
+                "html_body": "<p>Your plan: <b>{{ plan }}</b></p>",
+                "from": {"email": "news@example.com", "name": "Example News"}},
+    "substitutions": {"plan": "basic"},
+    "tenant": "acme", "campaign": "spring-sale", "idempotency_key": "order-4711",
+}
+
+
 class InjectV1Request(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [_INJECT_EXAMPLE]})
+
     envelope_sender: Annotated[str, AfterValidator(_sender)] = Field(
         description="The envelope sender (MAIL FROM); \"\" for the null sender.")
     recipients: list[InjectRecipient] = Field(min_length=1)

@@ -110,6 +110,15 @@ def test_text_and_html_are_alternatives() -> None:
     assert types == ["text/plain", "text/html"]
 
 
+def test_amp_alternative_sits_between_plain_and_html() -> None:
+    message = parse(build_message([], text_body="t", html_body="<p>h</p>",
+                                  amp_html_body="<html amp4email></html>"))
+    types = [p.get_content_type() for p in message.iter_parts()]
+    assert types == ["text/plain", "text/x-amp-html", "text/html"]
+    with pytest.raises(ValueError, match="fallback"):
+        build_message([], text_body="t", html_body=None, amp_html_body="<html amp4email>")
+
+
 def test_inline_parts_are_related_to_the_html_and_attachments_are_mixed() -> None:
     png = b"\x89PNG\r\n\x1a\nfake"
     data = build_message(
@@ -268,6 +277,9 @@ def test_meta_and_idempotency_key_per_recipient() -> None:
       "content": {"text_body": "x", "subject": "two\nlines"}}, ("content", "builder", "subject")),
     ({"envelope_sender": SENDER, "recipients": [{"email": "a@b.c"}], "content": "x",
       "template_dialect": "Handlebars"}, ("template_dialect",)),
+    ({"envelope_sender": SENDER, "recipients": [{"email": "a@b.c"}],
+      "content": {"text_body": "x", "amp_html_body": "<html amp4email>"}},
+     ("content", "builder")),
 ])
 def test_invalid_requests_name_the_field(body: dict[str, Any], loc: tuple[Any, ...]) -> None:
     with pytest.raises(ValidationError) as error:
