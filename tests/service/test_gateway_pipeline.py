@@ -190,3 +190,14 @@ async def test_spool_down_is_503_then_recovers(client: httpx.AsyncClient,
         return (await client.post("/api/inject/v1", json=body)).status_code == 200
 
     await async_wait_for(accepted, timeout=15, interval=0.2, message="inject after recovery")
+
+
+async def test_gateway_process_serves_and_stops_on_sigterm(pipeline: Pipeline) -> None:
+    proc = pipeline.start("gateway")
+    try:
+        async with httpx.AsyncClient(base_url=pipeline.http_url, timeout=10) as http:
+            reply = await http.get("/healthz")
+            assert reply.status_code == 200, reply.text
+    finally:
+        pipeline.stop("gateway")
+    assert proc.process.returncode == 0, pipeline.log_tail("gateway")
