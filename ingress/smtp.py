@@ -176,7 +176,10 @@ class PetrelSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._verb = ""
         self._connections = connections
-        connections.add(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._connections.add(self)
 
     @contextlib.contextmanager
     def _handling(self, verb: str) -> Iterator[None]:
