@@ -108,6 +108,12 @@ class InProcessSpool:
             return await self.get(message_id) is None
         return check
 
+    def holds(self, count: int) -> Callable[[], Awaitable[bool]]:
+        """A predicate for ``async_wait_for``: exactly ``count`` messages are stored."""
+        async def check() -> bool:
+            return await self.count() == count
+        return check
+
     async def count(self) -> int:
         stats = await self.stub.GetSpoolStats(spool_pb2.GetSpoolStatsRequest(), timeout=TIMEOUT)
         return int(stats.messages)
