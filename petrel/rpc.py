@@ -48,7 +48,7 @@ _RETRY_POLICY = {
     "methodConfig": [{
         "name": [{}],
         "retryPolicy": {
-            "maxAttempts": 4,
+            "maxAttempts": 2,
             "initialBackoff": "0.1s",
             "maxBackoff": "1s",
             "backoffMultiplier": 2,
@@ -61,10 +61,12 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     *_COMMON_OPTIONS,
     ("grpc.enable_retries", 1),
     ("grpc.service_config", json.dumps(_RETRY_POLICY)),
-    # Reconnect quickly after a peer restarts (default backoff grows to 120 s).
+    # Reconnect quickly after a peer restarts (default backoff grows to 120 s). The minimum
+    # also bounds how long one connection attempt may take, so it stays above a busy peer's
+    # handshake time.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
-    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 1_000),
 ]
 
 
