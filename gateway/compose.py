@@ -17,13 +17,14 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from typing import Any
 
 from gateway.mime import MessageBuildError, Part, build_message, mailbox, raw_message
-from gateway.models import ContentBuilder, InjectRecipient, InjectV1Request
+from gateway.models import InjectRecipient, InjectV1Request, Mailbox
 from gateway.templating import RenderProblem, Text, compile_text
 
 
@@ -59,7 +60,6 @@ class Composer:
         dialect = request.template_dialect
         content = request.content
         self._raw: Text | None = None
-        self._builder: ContentBuilder | None = None
         self._subject: Text | None = None
         self._text: Text | None = None
         self._html: Text | None = None
@@ -71,7 +71,6 @@ class Composer:
         if isinstance(content, str):
             self._raw = compile_text("content", content, dialect)
             return
-        self._builder = content
         if content.subject is not None:
             self._subject = compile_text("content.subject", content.subject, dialect)
         if content.text_body is not None:
@@ -83,18 +82,23 @@ class Composer:
                                      html=True)
         for name, value in content.headers.items():
             self._headers.append(
-                (name, compile_text(f"content.headers.{name}", value, dialect)))
+                (name, compile_text(f"content.headers[{json.dumps(name)}]", value, dialect)))
         self._parts = [self._decode(i, a.data, a.base64, a.content_type, a.file_name,
                                     a.content_id)
                        for i, a in enumerate(content.attachments)]
+        sender = content.from_ or (Mailbox(email=request.envelope_sender)
+                                   if request.envelope_sender else None)
+        self._from = self._mailbox("content.from", sender)
+        self._reply_to = self._mailbox("content.reply_to", content.reply_to)
+
+    @staticmethod
+    def _mailbox(field: str, given: Mailbox | None) -> Address | None:
+        if given is None:
+            return None
         try:
-            self._from = mailbox(content.from_.email, content.from_.name) if content.from_ \
-                else (mailbox(request.envelope_sender) if request.envelope_sender else None)
-            self._reply_to = (mailbox(content.reply_to.email, content.reply_to.name)
-                              if content.reply_to else None)
+            return mailbox(given.email, given.name)
         except MessageBuildError as exc:
-            raise RequestProblem("content.from" if content.from_ else "content.reply_to",
-                                 str(exc)) from exc
+            raise RequestProblem(field, str(exc)) from exc
 
     @staticmethod
     def _decode(index: int, data: str, is_base64: bool, content_type: str,

@@ -147,7 +147,7 @@ Content = Annotated[
 ]
 
 
-_INJECT_EXAMPLE = {
+_INJECT_EXAMPLE: dict[str, Any] = {
     "envelope_sender": "noreply@example.com",
     "recipients": [{"email": "ann@example.org", "name": "Ann",
                     "substitutions": {"plan": "gold"}}],
