@@ -1,8 +1,9 @@
 """egress's gRPC clients: message bodies from the spool, classification from bounce.
 
 ``SpoolBodies.read(id)`` returns the body, ``None`` when the spool does not have the message,
-and raises ``BodyUnavailable`` when the spool cannot be asked (down, slow, read error); reads
-share one ``ReadMessages`` stream, each with its own deadline.
+and raises ``BodyUnavailable`` when the spool cannot be asked within the deadline (down, slow, read
+error); reads share one ``ReadMessages`` stream, each with its own deadline, and a broken
+stream is reopened and the read retried while the deadline allows.
 
 ``BounceClassifier.classify(replies)`` asks ``ClassifyReplies`` once for a batch within a short
 deadline. Classification is advisory: when bounce is unavailable every reply is
@@ -12,6 +13,7 @@ not slow every failed delivery by a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -40,12 +42,22 @@ class SpoolBodies:
 
     async def read(self, message_id: str) -> bytes | None:
         request = spool_pb2.ReadMessageRequest(id=message_id, want_body=True)
-        try:
-            response = await self._caller.call(request, timeout=self.deadline)
-        except StreamBroken as exc:
-            raise BodyUnavailable(str(exc)) from exc
-        except TimeoutError as exc:
-            raise BodyUnavailable(f"no answer within {self.deadline}s") from exc
+        deadline = time.monotonic() + self.deadline
+        delay = 0.1
+        while True:
+            try:
+                response = await self._caller.call(request, timeout=deadline - time.monotonic())
+                break
+            except StreamBroken as exc:
+                # A restarted spool breaks the shared stream; the next call opens a new one.
+                # Retrying within the deadline keeps a short outage from costing a whole
+                # retry interval.
+                if time.monotonic() + delay >= deadline:
+                    raise BodyUnavailable(str(exc)) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except TimeoutError as exc:
+                raise BodyUnavailable(f"no answer within {self.deadline}s") from exc
         status = response.status.code
         if status == grpc.StatusCode.INVALID_ARGUMENT.value[0]:
             return None

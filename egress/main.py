@@ -29,12 +29,17 @@ from petrel.v1 import scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# How long a delivery waits for its body while the spool is unreachable before reporting a
+# transient failure (the scheduler retries the task later).
+BODY_READ_DEADLINE = 15.0
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def serve(stop: asyncio.Event, config: Config) -> None:
+async def serve(stop: asyncio.Event, config: Config, *,
+                body_deadline: float = BODY_READ_DEADLINE) -> None:
     egress = config.egress
     worker_id = egress.worker_id or default_worker_id()
     if egress.metrics_listen:
@@ -43,7 +48,7 @@ async def serve(stop: asyncio.Event, config: Config) -> None:
     bounce_channel = create_channel(config.bounce.address)
     scheduler_channel = create_channel(config.scheduler.address)
     pool = ConnectionPool(egress.max_deliveries_per_connection, egress.idle_timeout)
-    bodies = SpoolBodies(spool_channel)
+    bodies = SpoolBodies(spool_channel, body_deadline)
     runner = TaskRunner(Router(config.routing),
                         SmtpDeliverer(pool, SessionOptions.from_config(egress)),
                         bodies, BounceClassifier(bounce_channel))

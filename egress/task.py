@@ -120,6 +120,8 @@ class TaskRunner:
     async def _attempt(self, task: scheduler_pb2.DeliveryTask,
                        extra: dict[str, str]) -> Attempt:
         count = len(task.recipients)
+        if not count:
+            return Attempt((), task.site)
         route = await self.router.resolve(task.domain)
         if route.failure is not None:
             return Attempt.uniform(route.failure, count, route.site)

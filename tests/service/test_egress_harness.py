@@ -287,11 +287,15 @@ class EgressHarness:
     """Spool + dispatch driver (+ bounce) servers in-process, and egress's ``serve``."""
 
     def __init__(self, tmp_path: Path, *, routing: dict[str, Any] | None = None,
-                 egress: dict[str, Any] | None = None, bounce: bool = True) -> None:
+                 egress: dict[str, Any] | None = None, bounce: bool = True,
+                 body_deadline: float = 15.0) -> None:
         self.tmp_path = tmp_path
         self.routing = routing or {}
         self.egress = egress or {}
         self.with_bounce = bounce
+        self.body_deadline = body_deadline
+        self.spool_port = 0
+        self._spool_server: grpc.aio.Server | None = None
         self.driver = DispatchDriver()
         self.bounce = RulesBounce() if bounce else None
         self.spool: Spool | None = None
@@ -303,8 +307,7 @@ class EgressHarness:
     async def __aenter__(self) -> EgressHarness:
         spool_config = load_config(env={}, overrides={"spool": {"backend": "memory"}})
         self.spool = Spool(open_backend(spool_config))
-        spool_port = await self._serve(spool_pb2_grpc.add_SpoolServiceServicer_to_server,
-                                       SpoolServicer(self.spool), SPOOL_SERVICE)
+        await self.start_spool()
         driver_port = await self._serve(
             scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server, self.driver,
             "petrel.v1.SchedulerService")
@@ -316,20 +319,36 @@ class EgressHarness:
                   "data_timeout": 5, "idle_timeout": 5, **self.egress}
         self.config = load_config(env={}, overrides={
             "data_dir": str(self.tmp_path),
-            "spool": {"address": f"127.0.0.1:{spool_port}"},
+            "spool": {"address": f"127.0.0.1:{self.spool_port}"},
             "scheduler": {"address": f"127.0.0.1:{driver_port}"},
             "bounce": {"address": f"127.0.0.1:{bounce_port}"},
             "routing": self.routing, "egress": egress})
-        self._serve_task = asyncio.create_task(serve(self.stop, self.config))
+        self._serve_task = asyncio.create_task(
+            serve(self.stop, self.config, body_deadline=self.body_deadline))
         await async_wait_for(lambda: self.driver.credits, timeout=10,
                              message="egress to connect and grant credit")
         return self
 
-    async def _serve(self, register: Any, servicer: Any, name: str) -> int:
-        server, _, port = create_server("127.0.0.1:0", [(register, servicer, name)])
+    async def _serve(self, register: Any, servicer: Any, name: str, port: int = 0) -> int:
+        server, _, bound = create_server(f"127.0.0.1:{port}", [(register, servicer, name)])
         await server.start()
         self._servers.append(server)
-        return port
+        return bound
+
+    async def start_spool(self) -> None:
+        """Serve the (in-memory) spool, at the same port when it ran before."""
+        assert self.spool is not None
+        self.spool_port = await self._serve(spool_pb2_grpc.add_SpoolServiceServicer_to_server,
+                                            SpoolServicer(self.spool), SPOOL_SERVICE,
+                                            self.spool_port)
+        self._spool_server = self._servers[-1]
+
+    async def stop_spool(self) -> None:
+        """Stop serving the spool (its contents stay for ``start_spool``)."""
+        assert self._spool_server is not None
+        await self._spool_server.stop(0)
+        self._servers.remove(self._spool_server)
+        self._spool_server = None
 
     async def put(self, body: bytes, recipients: list[str], sender: str = SENDER) -> str:
         assert self.spool is not None
