@@ -94,7 +94,7 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
         results = await inject_all(
             backends.inject, composer, sender=body.envelope_sender, tenant=body.tenant,
             campaign=body.campaign, deadline=deadline, traceparent=traceparent,
-            tracestate=tracestate)
+            tracestate=tracestate, client_address=request.client.host if request.client else "")
         accepted = [r for r in results if r.ok]
         failed = [r for r in results if not r.ok]
         metrics.recipients.labels("accepted").inc(len(accepted))

@@ -52,8 +52,10 @@ def all_retryable(results: Sequence[RecipientResult]) -> bool:
 
 async def inject_all(stub: ingress_pb2_grpc.InjectServiceStub, composer: Composer, *,
                      sender: str, tenant: str, campaign: str, deadline: float,
-                     traceparent: str = "", tracestate: str = "") -> list[RecipientResult]:
-    """Compose and inject every recipient's message; one result per recipient, in order."""
+                     traceparent: str = "", tracestate: str = "",
+                     client_address: str = "") -> list[RecipientResult]:
+    """Compose and inject every recipient's message; one result per recipient, in order.
+    ``client_address`` is the HTTP client's IP, recorded by ingress as the message's peer."""
     recipients = composer.request.recipients
     results: list[RecipientResult | None] = [None] * len(recipients)
 
@@ -74,7 +76,8 @@ async def inject_all(stub: ingress_pb2_grpc.InjectServiceStub, composer: Compose
                 seq=index + 1, sender=sender, recipients=[composed.recipient],
                 content=composed.content, tenant=tenant, campaign=campaign,
                 meta=composed.meta, idempotency_key=composed.idempotency_key,
-                traceparent=traceparent)
+                traceparent=traceparent, reception_protocol="HTTP",
+                peer_address=client_address)
 
     metadata: list[tuple[str, str]] = []
     if traceparent:
