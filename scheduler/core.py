@@ -142,6 +142,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatching = False
         self._stopping = False
+        self._closed = False
         self.rebuilt = asyncio.Event()
         self._reconcile_from_ms = 0
         self._summary: scheduler_pb2.GetQueueSummaryResponse | None = None
@@ -154,7 +155,10 @@ class Scheduler:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        if self._closed:
+            coro.close()
+            return None
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -187,6 +191,7 @@ class Scheduler:
             log.warning("stopping with %d spool updates unwritten", len(self.writer))
         for worker in list(self._workers):
             worker.outbox.put_nowait(None)
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -105,7 +105,12 @@ class InProcessSpool:
     def gone(self, message_id: str) -> Callable[[], Awaitable[bool]]:
         """A predicate for ``async_wait_for``: the message is no longer stored."""
         async def check() -> bool:
-            return await self.get(message_id) is None
+            try:
+                return await self.get(message_id) is None
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    return False  # a spool that is just coming back
+                raise
         return check
 
     def holds(self, count: int) -> Callable[[], Awaitable[bool]]:
