@@ -259,6 +259,74 @@ class BannerServer:
             await self._server.wait_closed()
 
 
+class ScriptedSmtp:
+    """A minimal SMTP server whose replies are scripted per command verb (``"BANNER"``,
+    ``"EHLO"``, ``"HELO"``, ``"MAIL"``, ``"RCPT"``, ``"DATA"`` for the 354, ``"DOT"`` for the
+    reply after the message, ``"RSET"``, ``"QUIT"``). A reply of ``None`` means never answer
+    (to exercise timeouts); ``"CLOSE"`` hangs up instead of answering."""
+
+    DEFAULTS = {"BANNER": "220 scripted.test ESMTP", "EHLO": "250 scripted.test",
+                "HELO": "250 scripted.test", "MAIL": "250 2.1.0 OK", "RCPT": "250 2.1.5 OK",
+                "DATA": "354 go ahead", "DOT": "250 2.0.0 queued", "RSET": "250 2.0.0 OK",
+                "QUIT": "221 2.0.0 bye", "NOOP": "250 2.0.0 OK"}
+
+    def __init__(self, host: str, port: int, **replies: str | None) -> None:
+        self.host, self.port = host, port
+        self.replies: dict[str, str | None] = {**self.DEFAULTS, **replies}
+        self.commands: list[str] = []
+        self.messages: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> ScriptedSmtp:
+        self._server = await asyncio.start_server(self._session, self.host, self.port)
+        return self
+
+    async def _answer(self, writer: asyncio.StreamWriter, verb: str) -> bool:
+        reply = self.replies.get(verb, "500 5.5.1 unknown command")
+        if reply is None:
+            return False
+        if reply == "CLOSE":
+            writer.close()
+            return False
+        writer.write(f"{reply}\r\n".encode())
+        await writer.drain()
+        return True
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       ) -> None:
+        self._writers.add(writer)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            if not await self._answer(writer, "BANNER"):
+                await reader.read()
+                return
+            while line := await reader.readline():
+                verb = line.decode(errors="replace").split(" ", 1)[0].strip().upper()
+                self.commands.append(verb)
+                if verb == "DATA":
+                    if not await self._answer(writer, "DATA"):
+                        await reader.read()
+                        return
+                    if not self.replies["DATA"].startswith("354"):  # type: ignore[union-attr]
+                        continue
+                    self.messages.append(await reader.readuntil(b"\r\n.\r\n"))
+                    verb = "DOT"
+                if not await self._answer(writer, verb):
+                    await reader.read()
+                    return
+                if verb == "QUIT":
+                    break
+        writer.close()
+
+    async def stop(self) -> None:
+        """Stop listening and hang up on every client (no session outlives the server)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for writer in self._writers:
+            writer.close()
+
+
 _cert_lock = threading.Lock()
 
 
