@@ -179,15 +179,15 @@ class Scheduler:
         self._spawn(self._rebuild_then_reconcile(), "rebuild")
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop dispatching, give outstanding tasks ``grace`` seconds to report, record what
-        they reported (events, spool), end the worker streams and stop the loops."""
+        """Stop dispatching, give outstanding tasks ``grace`` seconds to report, then up to
+        ``grace`` more to record what was reported (events, spool updates), end the worker
+        streams and stop the loops. Tasks still unanswered are re-dispatched after a restart."""
         self._dispatching = False
         self._stopping = True
+        await self._wait_until(lambda: not self._in_flight, time.monotonic() + grace)
         deadline = time.monotonic() + grace
-        await self._wait_until(lambda: not self._in_flight, deadline)
-        await self._wait_until(lambda: not (self._finishing or self._finisher_busy),
-                               deadline + grace)
-        if not await self.writer.flush(max(grace, deadline + grace - time.monotonic())):
+        await self._wait_until(lambda: not (self._finishing or self._finisher_busy), deadline)
+        if not await self.writer.flush(max(deadline - time.monotonic(), 0.5)):
             log.warning("stopping with %d spool updates unwritten", len(self.writer))
         for worker in list(self._workers):
             worker.outbox.put_nowait(None)

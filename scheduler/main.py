@@ -66,7 +66,8 @@ class SchedulerApp:
         if self._scheduler is not None:
             await self._scheduler.stop(grace)
         if self._server is not None:
-            await self._server.stop(grace)
+            # the worker streams are closed already; what is left are short unary calls
+            await self._server.stop(1.0)
         if self._events is not None:
             await self._events.close()
         if self._channel is not None:
