@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # How long a delivery waits for its body while the spool is unreachable before reporting a
 # transient failure (the scheduler retries the task later).
 BODY_READ_DEADLINE = 15.0
+# On SIGTERM, how long in-flight deliveries may take to finish; below the 10 s that
+# `petrel up` (and docker's default) wait before SIGKILL.
+DRAIN_TIMEOUT = 8.0
 
 
 def default_worker_id() -> str:
@@ -39,7 +42,8 @@ def default_worker_id() -> str:
 
 
 async def serve(stop: asyncio.Event, config: Config, *,
-                body_deadline: float = BODY_READ_DEADLINE) -> None:
+                body_deadline: float = BODY_READ_DEADLINE,
+                drain_timeout: float = DRAIN_TIMEOUT) -> None:
     egress = config.egress
     worker_id = egress.worker_id or default_worker_id()
     if egress.metrics_listen:
@@ -53,7 +57,7 @@ async def serve(stop: asyncio.Event, config: Config, *,
                         SmtpDeliverer(pool, SessionOptions.from_config(egress)),
                         bodies, BounceClassifier(bounce_channel))
     worker = DispatchWorker(scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel),
-                            runner.run, worker_id, egress.max_inflight)
+                            runner.run, worker_id, egress.max_inflight, drain_timeout)
     pool.start()
     print_ready("egress", worker_id=worker_id, scheduler=config.scheduler.address)
     try:

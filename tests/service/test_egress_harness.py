@@ -356,12 +356,13 @@ class EgressHarness:
 
     def __init__(self, tmp_path: Path, *, routing: dict[str, Any] | None = None,
                  egress: dict[str, Any] | None = None, bounce: bool = True,
-                 body_deadline: float = 15.0) -> None:
+                 body_deadline: float = 15.0, drain_timeout: float = 8.0) -> None:
         self.tmp_path = tmp_path
         self.routing = routing or {}
         self.egress = egress or {}
         self.with_bounce = bounce
         self.body_deadline = body_deadline
+        self.drain_timeout = drain_timeout
         self.spool_port = 0
         self._spool_server: grpc.aio.Server | None = None
         self.driver = DispatchDriver()
@@ -392,7 +393,8 @@ class EgressHarness:
             "bounce": {"address": f"127.0.0.1:{bounce_port}"},
             "routing": self.routing, "egress": egress})
         self._serve_task = asyncio.create_task(
-            serve(self.stop, self.config, body_deadline=self.body_deadline))
+            serve(self.stop, self.config, body_deadline=self.body_deadline,
+                  drain_timeout=self.drain_timeout))
         await async_wait_for(lambda: self.driver.credits, timeout=10,
                              message="egress to connect and grant credit")
         return self

@@ -3,6 +3,7 @@ stream breaks, draining on stop, and bodies the spool does not have or cannot gi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +81,22 @@ async def test_stop_finishes_in_flight_deliveries_and_reports_them(
     assert driver.open_streams == 0
     assert sink.count() == 2 and not sink.received_for("late@dest.test")
     assert late.task_id not in driver.results
+
+
+async def test_stop_gives_up_on_deliveries_past_the_drain_bound(
+        tmp_path: Path, sink: RecordingSink) -> None:
+    sink.data_delay = 3.0
+    async with EgressHarness(tmp_path, routing={"smarthost": sink.address},
+                             egress={"data_timeout": 10}, drain_timeout=0.3) as harness:
+        driver = harness.driver
+        task = await harness.submit("dest.test", ["slow@dest.test"])
+        await async_wait_for(lambda: driver.max_outstanding == 1, timeout=5)
+        started = time.monotonic()
+        await harness.stop_egress()
+        assert time.monotonic() - started < 2.0
+    assert task.task_id not in driver.results
+    # The stream closed without a result, so the task is back in the scheduler's hands.
+    assert [t.task_id for t in driver.pending] == [task.task_id]
 
 
 async def test_message_missing_from_spool_is_permanent(tmp_path: Path,
