@@ -25,19 +25,33 @@ _sym_db = _symbol_database.Default()
 from petrel.v1 import common_pb2 as petrel_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16petrel/v1/bounce.proto\x12\tpetrel.v1\x1a\x16petrel/v1/common.proto\"?\n\x16\x43lassifyRepliesRequest\x12%\n\x07replies\x18\x01 \x03(\x0b\x32\x14.petrel.v1.SmtpReply\"\"\n\x0e\x43lassification\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\"M\n\x17\x43lassifyRepliesResponse\x12\x32\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32\x19.petrel.v1.Classification2i\n\rBounceService\x12X\n\x0f\x43lassifyReplies\x12!.petrel.v1.ClassifyRepliesRequest\x1a\".petrel.v1.ClassifyRepliesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16petrel/v1/bounce.proto\x12\tpetrel.v1\x1a\x16petrel/v1/common.proto\"?\n\x16\x43lassifyRepliesRequest\x12%\n\x07replies\x18\x01 \x03(\x0b\x32\x14.petrel.v1.SmtpReply\"@\n\x0e\x43lassification\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\"M\n\x17\x43lassifyRepliesResponse\x12\x32\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32\x19.petrel.v1.Classification\")\n\x16\x43lassifyMessageRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\"\x98\x01\n\x0f\x42ounceRecipient\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x12\n\ndiagnostic\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x1a\n\x12original_recipient\x18\x06 \x01(\t\x12\x12\n\nremote_mta\x18\x07 \x01(\t\"\xe0\x01\n\x0e\x46\x65\x65\x64\x62\x61\x63kReport\x12\x15\n\rfeedback_type\x18\x01 \x01(\t\x12\x12\n\nuser_agent\x18\x02 \x01(\t\x12\x1a\n\x12original_mail_from\x18\x03 \x01(\t\x12\x18\n\x10original_rcpt_to\x18\x04 \x03(\t\x12\x17\n\x0freported_domain\x18\x05 \x01(\t\x12\x11\n\tsource_ip\x18\x06 \x01(\t\x12\x14\n\x0c\x61rrival_date\x18\x07 \x01(\t\x12\x15\n\rreporting_mta\x18\x08 \x01(\t\x12\x14\n\x0creported_uri\x18\t \x03(\t\"\x8b\x03\n\x17\x43lassifyMessageResponse\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.petrel.v1.MessageKind\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12.\n\nrecipients\x18\x03 \x03(\x0b\x32\x1a.petrel.v1.BounceRecipient\x12\x15\n\rreporting_mta\x18\x04 \x01(\t\x12+\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x05 \x01(\x0b\x32\x19.petrel.v1.FeedbackReport\x12\x1b\n\x13original_message_id\x18\x06 \x01(\t\x12\x1c\n\x14original_envelope_id\x18\x07 \x01(\t\x12Q\n\x10original_headers\x18\x08 \x03(\x0b\x32\x37.petrel.v1.ClassifyMessageResponse.OriginalHeadersEntry\x1a\x36\n\x14OriginalHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xae\x01\n\x0bMessageKind\x12\x1c\n\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MESSAGE_KIND_DSN\x10\x01\x12\x1c\n\x18MESSAGE_KIND_TEXT_BOUNCE\x10\x02\x12\x14\n\x10MESSAGE_KIND_ARF\x10\x03\x12\x1a\n\x16MESSAGE_KIND_AUTOREPLY\x10\x04\x12\x1b\n\x17MESSAGE_KIND_NOT_BOUNCE\x10\x05\x32\xc3\x01\n\rBounceService\x12X\n\x0f\x43lassifyReplies\x12!.petrel.v1.ClassifyRepliesRequest\x1a\".petrel.v1.ClassifyRepliesResponse\x12X\n\x0f\x43lassifyMessage\x12!.petrel.v1.ClassifyMessageRequest\x1a\".petrel.v1.ClassifyMessageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petrel.v1.bounce_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CLASSIFYMESSAGERESPONSE_ORIGINALHEADERSENTRY']._loaded_options = None
+  _globals['_CLASSIFYMESSAGERESPONSE_ORIGINALHEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_MESSAGEKIND']._serialized_start=1095
+  _globals['_MESSAGEKIND']._serialized_end=1269
   _globals['_CLASSIFYREPLIESREQUEST']._serialized_start=61
   _globals['_CLASSIFYREPLIESREQUEST']._serialized_end=124
   _globals['_CLASSIFICATION']._serialized_start=126
-  _globals['_CLASSIFICATION']._serialized_end=160
-  _globals['_CLASSIFYREPLIESRESPONSE']._serialized_start=162
-  _globals['_CLASSIFYREPLIESRESPONSE']._serialized_end=239
-  _globals['_BOUNCESERVICE']._serialized_start=241
-  _globals['_BOUNCESERVICE']._serialized_end=346
+  _globals['_CLASSIFICATION']._serialized_end=190
+  _globals['_CLASSIFYREPLIESRESPONSE']._serialized_start=192
+  _globals['_CLASSIFYREPLIESRESPONSE']._serialized_end=269
+  _globals['_CLASSIFYMESSAGEREQUEST']._serialized_start=271
+  _globals['_CLASSIFYMESSAGEREQUEST']._serialized_end=312
+  _globals['_BOUNCERECIPIENT']._serialized_start=315
+  _globals['_BOUNCERECIPIENT']._serialized_end=467
+  _globals['_FEEDBACKREPORT']._serialized_start=470
+  _globals['_FEEDBACKREPORT']._serialized_end=694
+  _globals['_CLASSIFYMESSAGERESPONSE']._serialized_start=697
+  _globals['_CLASSIFYMESSAGERESPONSE']._serialized_end=1092
+  _globals['_CLASSIFYMESSAGERESPONSE_ORIGINALHEADERSENTRY']._serialized_start=1038
+  _globals['_CLASSIFYMESSAGERESPONSE_ORIGINALHEADERSENTRY']._serialized_end=1092
+  _globals['_BOUNCESERVICE']._serialized_start=1272
+  _globals['_BOUNCESERVICE']._serialized_end=1467
 # @@protoc_insertion_point(module_scope)

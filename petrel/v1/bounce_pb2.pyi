@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from petrel.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,37 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _MessageKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_KIND_UNSPECIFIED: _MessageKind.ValueType  # 0
+    MESSAGE_KIND_DSN: _MessageKind.ValueType  # 1
+    """RFC 3464 delivery status notification (multipart/report; delivery-status)."""
+    MESSAGE_KIND_TEXT_BOUNCE: _MessageKind.ValueType  # 2
+    """A bounce written as prose only (Exim, qmail, Exchange... without a delivery-status part)."""
+    MESSAGE_KIND_ARF: _MessageKind.ValueType  # 3
+    """RFC 5965 feedback report (complaint)."""
+    MESSAGE_KIND_AUTOREPLY: _MessageKind.ValueType  # 4
+    """RFC 3834 automatic reply (vacation, out of office, challenge)."""
+    MESSAGE_KIND_NOT_BOUNCE: _MessageKind.ValueType  # 5
+
+class MessageKind(_MessageKind, metaclass=_MessageKindEnumTypeWrapper): ...
+
+MESSAGE_KIND_UNSPECIFIED: MessageKind.ValueType  # 0
+MESSAGE_KIND_DSN: MessageKind.ValueType  # 1
+"""RFC 3464 delivery status notification (multipart/report; delivery-status)."""
+MESSAGE_KIND_TEXT_BOUNCE: MessageKind.ValueType  # 2
+"""A bounce written as prose only (Exim, qmail, Exchange... without a delivery-status part)."""
+MESSAGE_KIND_ARF: MessageKind.ValueType  # 3
+"""RFC 5965 feedback report (complaint)."""
+MESSAGE_KIND_AUTOREPLY: MessageKind.ValueType  # 4
+"""RFC 3834 automatic reply (vacation, out of office, challenge)."""
+MESSAGE_KIND_NOT_BOUNCE: MessageKind.ValueType  # 5
+Global___MessageKind: _TypeAlias = MessageKind  # noqa: Y015
 
 @_typing.final
 class ClassifyRepliesRequest(_message.Message):
@@ -44,16 +76,24 @@ class Classification(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CATEGORY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
     category: _builtins.str
     """KumoMTA category name, "Uncategorized" when no rule matches."""
+    status: _builtins.str
+    """The reply's enhanced status, else the one its category stands for ("" when unknown)."""
+    rule: _builtins.str
+    """Where the deciding rule comes from ("petrel.toml: rules.QuotaIssues[3]"); "" if none."""
     def __init__(
         self,
         *,
         category: _builtins.str = ...,
+        status: _builtins.str = ...,
+        rule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "rule", b"rule", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -80,3 +120,181 @@ class ClassifyRepliesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClassifyRepliesResponse: _TypeAlias = ClassifyRepliesResponse  # noqa: Y015
+
+@_typing.final
+class ClassifyMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.bytes
+    """The raw RFC 5322 message (headers and body) as received."""
+    def __init__(
+        self,
+        *,
+        message: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClassifyMessageRequest: _TypeAlias = ClassifyMessageRequest  # noqa: Y015
+
+@_typing.final
+class BounceRecipient(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    DIAGNOSTIC_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ORIGINAL_RECIPIENT_FIELD_NUMBER: _builtins.int
+    REMOTE_MTA_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    status: _builtins.str
+    """Enhanced status "5.1.1" (from the report, the reply, or inferred from the category)."""
+    category: _builtins.str
+    diagnostic: _builtins.str
+    """The remote server's reply or the bounce's explanation for this recipient."""
+    action: _builtins.str
+    """DSN Action: failed, delayed, delivered, relayed, expanded ("" for prose bounces)."""
+    original_recipient: _builtins.str
+    """DSN Original-Recipient when given."""
+    remote_mta: _builtins.str
+    """DSN Remote-MTA when given."""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        status: _builtins.str = ...,
+        category: _builtins.str = ...,
+        diagnostic: _builtins.str = ...,
+        action: _builtins.str = ...,
+        original_recipient: _builtins.str = ...,
+        remote_mta: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "address", b"address", "category", b"category", "diagnostic", b"diagnostic", "original_recipient", b"original_recipient", "remote_mta", b"remote_mta", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BounceRecipient: _TypeAlias = BounceRecipient  # noqa: Y015
+
+@_typing.final
+class FeedbackReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_TYPE_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    ORIGINAL_MAIL_FROM_FIELD_NUMBER: _builtins.int
+    ORIGINAL_RCPT_TO_FIELD_NUMBER: _builtins.int
+    REPORTED_DOMAIN_FIELD_NUMBER: _builtins.int
+    SOURCE_IP_FIELD_NUMBER: _builtins.int
+    ARRIVAL_DATE_FIELD_NUMBER: _builtins.int
+    REPORTING_MTA_FIELD_NUMBER: _builtins.int
+    REPORTED_URI_FIELD_NUMBER: _builtins.int
+    feedback_type: _builtins.str
+    """abuse, fraud, virus, other, not-spam, auth-failure..."""
+    user_agent: _builtins.str
+    original_mail_from: _builtins.str
+    reported_domain: _builtins.str
+    source_ip: _builtins.str
+    arrival_date: _builtins.str
+    reporting_mta: _builtins.str
+    @_builtins.property
+    def original_rcpt_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reported_uri(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        feedback_type: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        original_mail_from: _builtins.str = ...,
+        original_rcpt_to: _abc.Iterable[_builtins.str] | None = ...,
+        reported_domain: _builtins.str = ...,
+        source_ip: _builtins.str = ...,
+        arrival_date: _builtins.str = ...,
+        reporting_mta: _builtins.str = ...,
+        reported_uri: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_date", b"arrival_date", "feedback_type", b"feedback_type", "original_mail_from", b"original_mail_from", "original_rcpt_to", b"original_rcpt_to", "reported_domain", b"reported_domain", "reported_uri", b"reported_uri", "reporting_mta", b"reporting_mta", "source_ip", b"source_ip", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackReport: _TypeAlias = FeedbackReport  # noqa: Y015
+
+@_typing.final
+class ClassifyMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OriginalHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    REPORTING_MTA_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    ORIGINAL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_ENVELOPE_ID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_HEADERS_FIELD_NUMBER: _builtins.int
+    kind: Global___MessageKind.ValueType
+    category: _builtins.str
+    """Category of the first recipient; NotBounce, FeedbackReport or AutoReply for those kinds."""
+    reporting_mta: _builtins.str
+    original_message_id: _builtins.str
+    """For correlating with what we sent: the returned message's Message-ID, the DSN's
+    Original-Envelope-Id, and selected headers of the returned message (Message-ID,
+    From, To, Subject, Date, X-Petrel-*, X-KumoRef...) when the bounce includes them.
+    """
+    original_envelope_id: _builtins.str
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___BounceRecipient]: ...
+    @_builtins.property
+    def feedback(self) -> Global___FeedbackReport:
+        """Set for MESSAGE_KIND_ARF."""
+
+    @_builtins.property
+    def original_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___MessageKind.ValueType = ...,
+        category: _builtins.str = ...,
+        recipients: _abc.Iterable[Global___BounceRecipient] | None = ...,
+        reporting_mta: _builtins.str = ...,
+        feedback: Global___FeedbackReport | None = ...,
+        original_message_id: _builtins.str = ...,
+        original_envelope_id: _builtins.str = ...,
+        original_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "feedback", b"feedback", "kind", b"kind", "original_envelope_id", b"original_envelope_id", "original_headers", b"original_headers", "original_message_id", b"original_message_id", "recipients", b"recipients", "reporting_mta", b"reporting_mta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClassifyMessageResponse: _TypeAlias = ClassifyMessageResponse  # noqa: Y015

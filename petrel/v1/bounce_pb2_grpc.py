@@ -39,13 +39,27 @@ class BounceServiceStub:
                 request_serializer=petrel_dot_v1_dot_bounce__pb2.ClassifyRepliesRequest.SerializeToString,
                 response_deserializer=petrel_dot_v1_dot_bounce__pb2.ClassifyRepliesResponse.FromString,
                 _registered_method=True)
+        self.ClassifyMessage = channel.unary_unary(
+                '/petrel.v1.BounceService/ClassifyMessage',
+                request_serializer=petrel_dot_v1_dot_bounce__pb2.ClassifyMessageRequest.SerializeToString,
+                response_deserializer=petrel_dot_v1_dot_bounce__pb2.ClassifyMessageResponse.FromString,
+                _registered_method=True)
 
 
 class BounceServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ClassifyReplies(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Classify SMTP replies (egress: one call per batch of failed recipients).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClassifyMessage(self, request, context):
+        """Parse one inbound message (a DSN, a feedback report, an auto-reply, a prose bounce or
+        none of these) into its kind, category and per-recipient results.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -57,6 +71,11 @@ def add_BounceServiceServicer_to_server(servicer, server):
                     servicer.ClassifyReplies,
                     request_deserializer=petrel_dot_v1_dot_bounce__pb2.ClassifyRepliesRequest.FromString,
                     response_serializer=petrel_dot_v1_dot_bounce__pb2.ClassifyRepliesResponse.SerializeToString,
+            ),
+            'ClassifyMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClassifyMessage,
+                    request_deserializer=petrel_dot_v1_dot_bounce__pb2.ClassifyMessageRequest.FromString,
+                    response_serializer=petrel_dot_v1_dot_bounce__pb2.ClassifyMessageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +105,33 @@ class BounceService:
             '/petrel.v1.BounceService/ClassifyReplies',
             petrel_dot_v1_dot_bounce__pb2.ClassifyRepliesRequest.SerializeToString,
             petrel_dot_v1_dot_bounce__pb2.ClassifyRepliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifyMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/petrel.v1.BounceService/ClassifyMessage',
+            petrel_dot_v1_dot_bounce__pb2.ClassifyMessageRequest.SerializeToString,
+            petrel_dot_v1_dot_bounce__pb2.ClassifyMessageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,11 +32,21 @@ class BounceServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BounceServiceAsyncStub: ...
     ClassifyReplies: _grpc.UnaryUnaryMultiCallable[_bounce_pb2.ClassifyRepliesRequest, _bounce_pb2.ClassifyRepliesResponse]
+    """Classify SMTP replies (egress: one call per batch of failed recipients)."""
+    ClassifyMessage: _grpc.UnaryUnaryMultiCallable[_bounce_pb2.ClassifyMessageRequest, _bounce_pb2.ClassifyMessageResponse]
+    """Parse one inbound message (a DSN, a feedback report, an auto-reply, a prose bounce or
+    none of these) into its kind, category and per-recipient results.
+    """
 
 @_typing.type_check_only
 class BounceServiceAsyncStub(BounceServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ClassifyReplies: _aio.UnaryUnaryMultiCallable[_bounce_pb2.ClassifyRepliesRequest, _bounce_pb2.ClassifyRepliesResponse]  # type: ignore[assignment]
+    """Classify SMTP replies (egress: one call per batch of failed recipients)."""
+    ClassifyMessage: _aio.UnaryUnaryMultiCallable[_bounce_pb2.ClassifyMessageRequest, _bounce_pb2.ClassifyMessageResponse]  # type: ignore[assignment]
+    """Parse one inbound message (a DSN, a feedback report, an auto-reply, a prose bounce or
+    none of these) into its kind, category and per-recipient results.
+    """
 
 class BounceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -44,6 +54,17 @@ class BounceServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _bounce_pb2.ClassifyRepliesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_bounce_pb2.ClassifyRepliesResponse, _abc.Awaitable[_bounce_pb2.ClassifyRepliesResponse]]: ...
+    ) -> _typing.Union[_bounce_pb2.ClassifyRepliesResponse, _abc.Awaitable[_bounce_pb2.ClassifyRepliesResponse]]:
+        """Classify SMTP replies (egress: one call per batch of failed recipients)."""
+
+    @_abc_1.abstractmethod
+    def ClassifyMessage(
+        self,
+        request: _bounce_pb2.ClassifyMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bounce_pb2.ClassifyMessageResponse, _abc.Awaitable[_bounce_pb2.ClassifyMessageResponse]]:
+        """Parse one inbound message (a DSN, a feedback report, an auto-reply, a prose bounce or
+        none of these) into its kind, category and per-recipient results.
+        """
 
 def add_BounceServiceServicer_to_server(servicer: BounceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
