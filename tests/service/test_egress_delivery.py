@@ -157,6 +157,7 @@ async def test_mixed_recipients_get_their_own_results(tmp_path: Path, dns_server
         "ok2@good.test": ("DELIVERED", 250, "2.0.0"),
     }
     assert [r.recipient for r in result.recipients] == rcpts
+    assert harness.bounce is not None and harness.bounce.calls == 1
     categories = {r.recipient: r.bounce_classification for r in result.recipients}
     assert categories["nouser@good.test"] == "InvalidRecipient"
     assert categories["ok1@good.test"] == "" and categories["full@good.test"] != ""

@@ -8,8 +8,8 @@
   records, per accepted message, the client's connection (to count sessions) and whether it
   arrived over TLS; optional STARTTLS and a delay before answering DATA.
 * ``BannerServer``: a TCP server that answers every connection with a fixed banner and hangs up.
-* ``EgressHarness``: the in-process spool (memory backend), the driver, optionally a bounce
-  service, and ``egress.main.serve`` itself running on the test's loop.
+* ``EgressHarness``: the in-process spool (memory backend), the driver, optionally the bounce
+  service (its real servicer and rules), and ``egress.main.serve`` itself on the test's loop.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import grpc
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bounce.classifier import ReplyClassifier
+from bounce.server import BounceServicer
 from egress.main import serve
 from petrel.config import Config, load_config
 from petrel.ids import new_message_id
@@ -147,23 +149,18 @@ class DispatchDriver(scheduler_pb2_grpc.SchedulerServiceServicer):
 
 # --- bounce -----------------------------------------------------------------------------------
 
-class RulesBounce(bounce_pb2_grpc.BounceServiceServicer):
-    """ClassifyReplies over the bounce package's real rule set."""
+class CountingBounce(BounceServicer):
+    """The bounce service's own servicer and built-in rules, counting ClassifyReplies calls."""
 
     def __init__(self) -> None:
-        from bounce.rules import load_ruleset
-
-        self.rules = load_ruleset()
+        super().__init__(ReplyClassifier.from_files(()))
         self.calls = 0
 
     async def ClassifyReplies(self, request: bounce_pb2.ClassifyRepliesRequest,
                               context: grpc.aio.ServicerContext
                               ) -> bounce_pb2.ClassifyRepliesResponse:
         self.calls += 1
-        lines = [f"{r.code} {r.enhanced_code} {r.text}".replace("  ", " ")
-                 for r in request.replies]
-        return bounce_pb2.ClassifyRepliesResponse(classifications=[
-            bounce_pb2.Classification(category=self.rules.classify(line)) for line in lines])
+        return await super().ClassifyReplies(request, context)
 
 
 # --- SMTP peers -------------------------------------------------------------------------------
@@ -366,7 +363,7 @@ class EgressHarness:
         self.spool_port = 0
         self._spool_server: grpc.aio.Server | None = None
         self.driver = DispatchDriver()
-        self.bounce = RulesBounce() if bounce else None
+        self.bounce = CountingBounce() if bounce else None
         self.spool: Spool | None = None
         self.stop = asyncio.Event()
         self._servers: list[grpc.aio.Server] = []

@@ -16,7 +16,7 @@ from egress.main import serve
 from petrel.config import Config, load_config
 from petrel.rpc import create_server
 from petrel.v1 import bounce_pb2_grpc
-from tests.service.test_egress_harness import RecordingSink, RulesBounce, make_body
+from tests.service.test_egress_harness import CountingBounce, RecordingSink, make_body
 from tests.service.test_scheduler_harness import Harness, harness, make_meta, wait_events
 from tests.support.net import async_wait_for
 
@@ -33,7 +33,7 @@ async def egress_workers(h: Harness, count: int = 1, **egress: Any
     """``count`` egress workers (``egress.main.serve``) and a bounce service for them."""
     assert h.app is not None
     server, _, bounce_port = create_server("127.0.0.1:0", [
-        (bounce_pb2_grpc.add_BounceServiceServicer_to_server, RulesBounce(),
+        (bounce_pb2_grpc.add_BounceServiceServicer_to_server, CountingBounce(),
          "petrel.v1.BounceService")])
     await server.start()
     base = h.config.model_dump()
