@@ -53,7 +53,7 @@ def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
     env = dict(os.environ)
     for key, value in {"PETREL_DATA_DIR": data_dir, "PETREL_INGRESS__SMTP_LISTEN": smtp_listen,
                        "PETREL_GATEWAY__HTTP_LISTEN": http_listen,
-                       "PETREL_EGRESS__SMARTHOST": smarthost}.items():
+                       "PETREL_ROUTING__SMARTHOST": smarthost}.items():
         if value:
             env[key] = value
     if config_path:
