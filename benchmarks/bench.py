@@ -212,9 +212,11 @@ def run_scenario(sc: Scenario, workdir: Path, egress: int, timeout: float) -> Re
         accepted_s = time.monotonic() - started
         peak: dict[str, float] = {}
         deadline = started + timeout
-        while sink.messages() < sc.count and time.monotonic() < deadline:
+        while True:
             for name, mb in rss_by_service(petrel.pids()).items():
                 peak[name] = max(peak.get(name, 0.0), mb)
+            if sink.messages() >= sc.count or time.monotonic() > deadline:
+                break
             time.sleep(0.05)
         delivered_s = time.monotonic() - started
         delivered = sink.messages()
