@@ -77,6 +77,7 @@ class Result:
     accepted_per_s: float
     delivered_per_s: float
     cpu_s_per_1k: float
+    cpu_s_per_1k_by_service: dict[str, float]
     peak_rss_mb: dict[str, float]
     seconds: float
 
@@ -112,15 +113,30 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def service_of(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    return cmd[2].decode() if len(cmd) > 2 and cmd[1] == b"-m" else "supervisor"
+
+
+def cpu_by_service(pids: list[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pid in pids:
+        name = service_of(pid)
+        out[name] = out.get(name, 0.0) + cpu_seconds([pid])
+    return out
+
+
 def rss_by_service(pids: list[int]) -> dict[str, float]:
     out: dict[str, float] = {}
     for pid in pids:
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        name = cmd[2].decode() if len(cmd) > 2 and cmd[1] == b"-m" else "supervisor"
+        name = service_of(pid)
         match = re.search(r"VmRSS:\s+(\d+)", status)
         if match:
             out[name] = max(out.get(name, 0.0), int(match.group(1)) / 1024)
@@ -201,6 +217,7 @@ def run_scenario(sc: Scenario, workdir: Path, egress: int, timeout: float) -> Re
     try:
         pids = petrel.pids()
         cpu0 = cpu_seconds(pids)
+        cpu0_by = cpu_by_service(pids)
         source = [shutil.which("smtp-source") or "/usr/sbin/smtp-source", "-s", str(sc.sessions),
                   "-m", str(sc.count), "-l", str(sc.size), "-r", str(sc.rcpts),
                   "-M", "bench.example", "-f", "sender@bench.example", "-t", "rcpt@dest.example"]
@@ -221,11 +238,14 @@ def run_scenario(sc: Scenario, workdir: Path, egress: int, timeout: float) -> Re
         delivered_s = time.monotonic() - started
         delivered = sink.messages()
         cpu = cpu_seconds(petrel.pids()) - cpu0
+        by_service = {name: round((value - cpu0_by.get(name, 0.0)) * 1000 / sc.count, 2)
+                      for name, value in sorted(cpu_by_service(petrel.pids()).items())}
         if delivered < sc.count:
             print(f"# WARNING: only {delivered}/{sc.count} delivered within {timeout}s",
                   file=sys.stderr)
         return Result(sc.label, sc.count, round(sc.count / accepted_s, 1),
                       round(delivered / delivered_s, 1), round(cpu * 1000 / sc.count, 2),
+                      by_service,
                       {k: round(v, 1) for k, v in sorted(peak.items())},
                       round(delivered_s, 2))
     finally:
@@ -257,12 +277,14 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.json, "a") as fh:
                 for run in runs:
                     fh.write(json.dumps(asdict(run)) + "\n")
-    print("| scenario | msgs | accepted/s | delivered/s (median, range) | cpu-s/1k | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| scenario | msgs | accepted/s | delivered/s (median, range) | cpu-s/1k "
+          "| cpu-s/1k by service | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for best, spread, accepted in rows:
         rss = ", ".join(f"{k} {v}" for k, v in best.peak_rss_mb.items())
+        cpu = ", ".join(f"{k} {v}" for k, v in best.cpu_s_per_1k_by_service.items())
         print(f"| {best.scenario} | {best.messages} | {accepted:.0f} | {best.delivered_per_s:.0f}"
-              f" ({spread[0]:.0f}-{spread[1]:.0f}) | {best.cpu_s_per_1k} | {rss} |")
+              f" ({spread[0]:.0f}-{spread[1]:.0f}) | {best.cpu_s_per_1k} | {cpu} | {rss} |")
     return 0
 
 
