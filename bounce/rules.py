@@ -29,10 +29,10 @@ from bounce.categories import Category
 from bounce.fancy import UnsupportedRegex, translate
 
 BUILTIN_DIR = Path(__file__).with_name("rules")
-# Petrel's own rules, KumoMTA's community rules (meant to come before iana), KumoMTA's IANA
-# status-code rules, then Petrel's status-class fallbacks.
-BUILTIN_FILES: tuple[str, ...] = ("petrel.toml", "community_bounces.toml", "iana.toml",
-                                  "petrel_fallback.toml")
+# Petrel's own rules (provider-specific, then generic phrases), KumoMTA's community rules
+# (meant to come before iana), KumoMTA's IANA status-code rules, Petrel's status fallbacks.
+BUILTIN_FILES: tuple[str, ...] = ("petrel_specific.toml", "petrel.toml",
+                                  "community_bounces.toml", "iana.toml", "petrel_fallback.toml")
 _PREFIX_LEN = 3
 _MAX_PREFIXES = 2048
 _MAX_BUCKETS = 4096

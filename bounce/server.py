@@ -1,8 +1,11 @@
 """``BounceService`` servicer.
 
 ``ClassifyReplies`` classifies each reply of a batch (same order as the request).
-Large batches are classified off the event loop so health checks and other calls stay
-responsive; requests above ``MAX_REPLIES`` are refused with INVALID_ARGUMENT.
+``ClassifyMessage`` parses one inbound message (DSN, feedback report, auto-reply, prose
+bounce or none of these) into its kind, category and per-recipient results, plus what is
+needed to correlate it with the message we sent. Large batches and every message are
+handled off the event loop so health checks and other calls stay responsive; requests above
+``MAX_REPLIES`` replies or ``MAX_MESSAGE_BYTES`` bytes are refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import grpc
 
 from bounce import metrics
 from bounce.classifier import ReplyClassifier
+from bounce.message import MessageAnalyser, MessageResult
 from petrel.rpc import abort_invalid
 from petrel.v1 import bounce_pb2, bounce_pb2_grpc
 
 SERVICE_NAME = "petrel.v1.BounceService"
 MAX_REPLIES = 10_000
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # Batches up to this size are classified inline (well under a millisecond).
 INLINE_REPLIES = 64
 
@@ -26,6 +31,7 @@ INLINE_REPLIES = 64
 class BounceServicer(bounce_pb2_grpc.BounceServiceServicer):
     def __init__(self, classifier: ReplyClassifier) -> None:
         self.classifier = classifier
+        self.analyser = MessageAnalyser(classifier)
 
     async def ClassifyReplies(self, request: bounce_pb2.ClassifyRepliesRequest,
                               context: grpc.aio.ServicerContext,
@@ -58,5 +64,45 @@ class BounceServicer(bounce_pb2_grpc.BounceServiceServicer):
     async def ClassifyMessage(self, request: bounce_pb2.ClassifyMessageRequest,
                               context: grpc.aio.ServicerContext,
                               ) -> bounce_pb2.ClassifyMessageResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ClassifyMessage is not available yet")
-        raise AssertionError("unreachable")
+        size = len(request.message)
+        if not size:
+            await abort_invalid(context, "message", "empty message")
+        if size > MAX_MESSAGE_BYTES:
+            await abort_invalid(context, "message",
+                                f"{size} bytes, at most {MAX_MESSAGE_BYTES}")
+        started = time.perf_counter()
+        result = await asyncio.to_thread(self.analyser.analyse, request.message)
+        metrics.CLASSIFY_SECONDS.labels("ClassifyMessage").observe(
+            time.perf_counter() - started)
+        metrics.MESSAGES.labels(result.kind).inc()
+        return to_proto(result)
+
+
+_KINDS = {
+    "dsn": bounce_pb2.MESSAGE_KIND_DSN,
+    "text-bounce": bounce_pb2.MESSAGE_KIND_TEXT_BOUNCE,
+    "arf": bounce_pb2.MESSAGE_KIND_ARF,
+    "autoreply": bounce_pb2.MESSAGE_KIND_AUTOREPLY,
+    "not-bounce": bounce_pb2.MESSAGE_KIND_NOT_BOUNCE,
+}
+
+
+def to_proto(result: MessageResult) -> bounce_pb2.ClassifyMessageResponse:
+    response = bounce_pb2.ClassifyMessageResponse(
+        kind=_KINDS[result.kind], category=result.category,
+        reporting_mta=result.reporting_mta, original_message_id=result.original_message_id,
+        original_envelope_id=result.original_envelope_id,
+        original_headers=result.original_headers,
+        recipients=[bounce_pb2.BounceRecipient(
+            address=r.address, status=r.status, category=r.category, diagnostic=r.diagnostic,
+            action=r.action, original_recipient=r.original_recipient, remote_mta=r.remote_mta)
+            for r in result.recipients])
+    if result.feedback is not None:
+        f = result.feedback
+        response.feedback.CopyFrom(bounce_pb2.FeedbackReport(
+            feedback_type=f.feedback_type, user_agent=f.user_agent,
+            original_mail_from=f.original_mail_from, original_rcpt_to=f.original_rcpt_to,
+            reported_domain=f.reported_domain, source_ip=f.source_ip,
+            arrival_date=f.arrival_date, reporting_mta=f.reporting_mta,
+            reported_uri=f.reported_uri))
+    return response

@@ -101,3 +101,47 @@ async def test_serve_uses_configured_rules_and_reports_health(tmp_path: Path) ->
         await channel.close()
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+KUMOMTA = Path(__file__).parents[1] / "data" / "bounces" / "kumomta"
+
+
+async def test_classify_message_dsn(stub: bounce_pb2_grpc.BounceServiceStub) -> None:
+    raw = (KUMOMTA / "dsn_2.eml").read_bytes()
+    response = await stub.ClassifyMessage(bounce_pb2.ClassifyMessageRequest(message=raw),
+                                          timeout=DEADLINE)
+    assert response.kind == bounce_pb2.MESSAGE_KIND_DSN
+    assert [(r.address, r.status, r.action) for r in response.recipients] == [
+        ("arathib@vnet.ibm.com", "5.0.0", "failed"),
+        ("johnh@hpnjld.njd.hp.com", "4.0.0", "delayed"),
+        ("wsnell@sdcc13.ucsd.edu", "5.0.0", "failed")]
+    assert response.recipients[2].category == "InvalidRecipient"
+    assert response.reporting_mta == "cs.utk.edu"
+
+
+async def test_classify_message_feedback_report(
+        stub: bounce_pb2_grpc.BounceServiceStub) -> None:
+    raw = (KUMOMTA / "arf_4.eml").read_bytes()
+    response = await stub.ClassifyMessage(bounce_pb2.ClassifyMessageRequest(message=raw),
+                                          timeout=DEADLINE)
+    assert response.kind == bounce_pb2.MESSAGE_KIND_ARF
+    assert response.category == "FeedbackReport"
+    assert response.feedback.feedback_type == "abuse"
+    assert list(response.feedback.original_rcpt_to) == [
+        "cb4a01a48251d4765f489076aa81e2a4@comcast.net"]
+    assert response.feedback.original_mail_from == "foo@bounce.example.com"
+
+
+async def test_classify_message_not_a_bounce(stub: bounce_pb2_grpc.BounceServiceStub) -> None:
+    raw = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: lunch?\r\n\r\nNoon?\r\n"
+    response = await stub.ClassifyMessage(bounce_pb2.ClassifyMessageRequest(message=raw),
+                                          timeout=DEADLINE)
+    assert (response.kind, response.category, len(response.recipients)) == (
+        bounce_pb2.MESSAGE_KIND_NOT_BOUNCE, "NotBounce", 0)
+
+
+async def test_classify_message_empty_is_invalid_argument(
+        stub: bounce_pb2_grpc.BounceServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ClassifyMessage(bounce_pb2.ClassifyMessageRequest(), timeout=DEADLINE)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

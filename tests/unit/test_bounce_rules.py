@@ -170,8 +170,9 @@ def _naive(rules: tuple[Rule, ...], line: str) -> str:
 
 
 def _sample_lines() -> list[str]:
-    lines = [line.split("\t")[0] for line in REPLIES_TSV.read_text().splitlines()
-             if line and not line.startswith("#")] if REPLIES_TSV.exists() else []
+    lines = [line.split("\t", 1)[1].replace("\\n", "\n")
+             for line in REPLIES_TSV.read_text().splitlines()
+             if line and not line.startswith("#")]
     lines += [
         "550 5.1.1 No such user", "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't "
         "sent. Please contact your Internet service provider since part of their network is on "
