@@ -52,6 +52,7 @@ from bounce.prose import (
     select_recipients,
 )
 from bounce.reply import ParsedReply, infer_status, parse_reply
+from bounce.rules import Rule
 
 KINDS = ("dsn", "text-bounce", "arf", "autoreply", "not-bounce")
 MAX_DEPTH = 3
@@ -67,6 +68,9 @@ _RETRYABLE = frozenset({
 })
 _CORRELATION_HEADERS = ("message-id", "from", "to", "subject", "date", "return-path",
                         "x-kumoref", "list-id", "list-unsubscribe", "feedback-id")
+# Delivery-status fields written into a text part instead of a message/delivery-status one.
+_INLINE_DSN = re.compile(r"^[ \t]*final-recipient:[ \t]*\S+;.*\n(?:[ \t]*[\w-]+:.*\n){0,6}"
+                         r"[ \t]*(?:action|status):", re.I | re.M)
 _FORWARDED = re.compile(
     r"^[ \t>]*-{2,}\s*(?:forwarded message|original message|weitergeleitete nachricht"
     r"|message transféré|mensaje reenviado|mensagem encaminhada|messaggio inoltrato"
@@ -203,7 +207,10 @@ class MessageAnalyser:
             result = self._arf(msg, parts, original)
         elif header(msg, "X-HmXmrOriginalRecipient"):
             result = self._jmrp(msg)
-        elif parts.dsn and (dsn := self._dsn(msg, parts, note, original)) is not None:
+        elif parts.dsn and (dsn := self._dsn(
+                msg, [report_block_text(p) for p in parts.dsn], note, original)) is not None:
+            result = dsn
+        elif _INLINE_DSN.search(text) and (dsn := self._dsn(msg, [text], note, original)):
             result = dsn
         else:
             inner = self._forwarded(msg, parts, text, depth)
@@ -219,12 +226,12 @@ class MessageAnalyser:
 
     # -- kinds ---------------------------------------------------------------------------
 
-    def _dsn(self, msg: Message, parts: _Parts, note: str,
+    def _dsn(self, msg: Message, reports: list[str], note: str,
              original: Message | None) -> MessageResult | None:
         message_fields: dict[str, str] = {}
         dsn_recipients: list[DsnRecipient] = []
-        for part in parts.dsn:
-            report = parse_delivery_status(report_block_text(part))
+        for block in reports:
+            report = parse_delivery_status(block)
             for key, value in report.message_fields.items():
                 message_fields.setdefault(key, value)
             dsn_recipients.extend(report.recipients)
@@ -342,27 +349,38 @@ class MessageAnalyser:
         failed_header = [a for value in headers(msg, "X-Failed-Recipients")
                          for _, a in find_addresses(value)]
         addresses = _unique(failed_header) or select_recipients(mentions)
+        if not addresses and original is not None:
+            # Some bounces never name the recipient: the returned message's only addressee.
+            addressees = _unique([a for name in ("To", "Cc") for value in headers(original, name)
+                                  for _, a in find_addresses(value)])
+            addresses = [a for a in addressees if address_key(a) not in
+                         {address_key(e) for e in exclude}]
+            addresses = addresses if len(addresses) == 1 else []
         if not addresses and not force:
             return None
         delayed = is_delay_notice(msg, note)
         status_class = "4" if delayed else "5"
         segments = recipient_segments(note, mentions, addresses)
+        context = header(msg, "Subject") + "\n" + note
         results = []
         for address in addresses:
             segment = segments.get(address, "")
-            if not segment and len(addresses) == 1:
-                segment = note
-            results.append(self._prose_recipient(address, segment, status_class,
-                                                 context=header(msg, "Subject") + "\n" + note))
+            results.append(self._prose_recipient(
+                address, segment or (note if len(addresses) == 1 else ""), status_class,
+                context=context, whole=note if len(addresses) == 1 else ""))
         if results:
             category = results[0].category
         else:
-            category = self.classifier.category(None, "", header(msg, "Subject") + " " + note)
+            category = self.classifier.category(None, "", clean_diagnostic(context, "",
+                                                                            MAX_CONTEXT))
         return MessageResult("text-bounce", category, results)
 
     def _prose_recipient(self, address: str, segment: str, status_class: str,
-                         context: str = "") -> RecipientResult:
-        reply = find_reply(segment)
+                         context: str = "", whole: str = "") -> RecipientResult:
+        """One recipient of a prose bounce: the reply quoted in its segment (or anywhere in
+        ``whole``, the text of a single-recipient bounce), else its segment's words, else
+        the whole ``context``; status from the reply, a quoted status, or the category."""
+        reply = find_reply(segment) or (find_reply(whole) if whole else None)
         status = ""
         category = Category.Uncategorized.value
         diagnostic = ""
@@ -372,13 +390,14 @@ class MessageAnalyser:
             diagnostic = reply.line()
             if reply.code:
                 status_class = str(reply.code)[0]
-        text = clean_diagnostic(segment, address)
-        if category == Category.Uncategorized:
-            category = self.classifier.category(None, "", clean_diagnostic(segment, address,
-                                                                            MAX_CONTEXT))
-        if category == Category.Uncategorized and context:
-            category = self.classifier.category(None, "", clean_diagnostic(context, address,
-                                                                            MAX_CONTEXT))
+        for source in (segment, context):
+            if category != Category.Uncategorized or not source:
+                continue
+            prose = clean_diagnostic(source, address, MAX_CONTEXT)
+            rule = self.classifier.ruleset.match(prose)
+            if rule is not None:
+                category = rule.category
+                diagnostic = diagnostic or _sentence_around(prose, rule)
         if not status:
             status = quoted_status(segment)
         if category == Category.Uncategorized and status and not status.endswith(".0.0"):
@@ -387,7 +406,8 @@ class MessageAnalyser:
             category = Category.TransientFailure.value
         if not status:
             status = infer_status(category, status_class)
-        return RecipientResult(address, status, category, diagnostic or text)
+        return RecipientResult(address, status, category,
+                               diagnostic or clean_diagnostic(segment, address))
 
     def _forwarded(self, msg: Message, parts: _Parts, text: str,
                    depth: int) -> MessageResult | None:
@@ -422,6 +442,18 @@ class MessageAnalyser:
                         subject):
             return MessageResult("not-bounce", Category.Unsubscribe.value)
         return MessageResult("not-bounce", Category.NotBounce.value)
+
+
+def _sentence_around(text: str, rule: Rule) -> str:
+    """The sentence of ``text`` in which ``rule`` matched."""
+    match = rule.regex.search(text)
+    if match is None:
+        return ""
+    stop = text.rfind(". ", 0, match.start())
+    start = max(stop + 2 if stop >= 0 else 0, match.start() - 200)
+    end = text.find(". ", match.end())
+    end = len(text) if end < 0 or end - match.end() > 200 else end + 1
+    return text[start:end].strip()
 
 
 def _reply_in(diagnostic: str) -> ParsedReply | None:
