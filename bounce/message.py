@@ -203,14 +203,13 @@ class MessageAnalyser:
         text = parts.text
         note = notification_text(text)
         original = _original(parts, text[len(note):])
+        reports = [report_block_text(p) for p in parts.dsn] or (
+            [text] if _INLINE_DSN.search(text) else [])
         if parts.feedback:
             result = self._arf(msg, parts, original)
         elif header(msg, "X-HmXmrOriginalRecipient"):
             result = self._jmrp(msg)
-        elif parts.dsn and (dsn := self._dsn(
-                msg, [report_block_text(p) for p in parts.dsn], note, original)) is not None:
-            result = dsn
-        elif _INLINE_DSN.search(text) and (dsn := self._dsn(msg, [text], note, original)):
+        elif reports and (dsn := self._dsn(msg, reports, note, original)) is not None:
             result = dsn
         else:
             inner = self._forwarded(msg, parts, text, depth)
