@@ -25,6 +25,7 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from ingress.acceptor import Acceptor, Submission
@@ -141,6 +142,8 @@ class SmtpHandler:
         except StoreFailed as exc:
             log.warning("message from %s not stored: %s", submission.peer_ip, exc.details,
                         extra={"peer": submission.peer_ip})
+            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return smtp_replies.SPOOL_FULL
             return smtp_replies.SPOOL_UNAVAILABLE
         except InvalidMessage as exc:
             return f"{smtp_replies.INVALID_CONTENT}: {exc}"

@@ -47,6 +47,7 @@ def _check_hostport(value: str) -> str:
 
 
 HostPort = Annotated[str, BeforeValidator(lambda v: _check_hostport(str(v)))]
+OptionalHostPort = Annotated[str, BeforeValidator(lambda v: _check_hostport(str(v)) if v else "")]
 
 
 class SpoolConfig(_Section):
@@ -58,6 +59,10 @@ class SpoolConfig(_Section):
     # Group commit: writes arriving within this window share one synced write batch.
     group_commit_max_batch: int = Field(default=1024, ge=1)
     group_commit_max_delay: Duration = 0.0
+    # New messages are refused (RESOURCE_EXHAUSTED, SMTP 452 4.3.1) while the spool's
+    # filesystem has less free space than this; updates and removals still go through, so
+    # deliveries keep freeing space.
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     metrics_listen: str = ""
 
 
@@ -124,6 +129,9 @@ class RoutingConfig(_Section):
 
 class EgressConfig(_Section):
     worker_id: str = ""
+    # HOST:PORT of a gRPC server carrying only the health service, for container probes;
+    # "" = none (egress serves no RPCs).
+    listen: OptionalHostPort = ""
     # Tasks held at once by this worker (the credit it grants the scheduler).
     max_inflight: int = Field(default=256, ge=1)
     ehlo_name: str = "petrel.localhost"

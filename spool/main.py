@@ -14,7 +14,7 @@ from petrel.runtime import print_ready, run_service
 from petrel.v1 import spool_pb2_grpc
 from spool.backend import open_backend
 from spool.server import SERVICE_NAME, SpoolServicer
-from spool.store import Spool
+from spool.store import FreeSpaceGuard, Spool
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,11 @@ async def _watch_health(spool: Spool, health_servicer: health.aio.HealthServicer
 async def serve(config: Config, stop: asyncio.Event) -> None:
     # Opening enumerates the store (message count), which may take a while on a large spool.
     backend = await asyncio.to_thread(open_backend, config)
+    free_space = FreeSpaceGuard(
+        config.spool_path if config.spool.backend == "rocksdb" else None,
+        config.spool.min_free_bytes)
     spool = Spool(backend, max_batch=config.spool.group_commit_max_batch,
-                  max_delay=config.spool.group_commit_max_delay)
+                  max_delay=config.spool.group_commit_max_delay, free_space=free_space)
     try:
         server, health_servicer, port = create_server(config.spool.listen, [
             (spool_pb2_grpc.add_SpoolServiceServicer_to_server, SpoolServicer(spool),

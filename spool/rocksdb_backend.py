@@ -4,12 +4,17 @@ Every batch is one ``WriteBatch`` written with ``sync=True``: RocksDB appends it
 write-ahead log and syncs before ``write`` returns, and replays the log after a crash, so an
 acknowledged batch survives ``kill -9`` and power loss, and a batch is never half-applied.
 
+After a failed write (ENOSPC, an I/O error) RocksDB's log writer keeps failing every later
+write ("Writer has previous error"), so the next write first reopens the database: what was
+acknowledged before the failure is in the synced log and comes back with it.
+
 rocksdict holds the GIL while it writes (about 10 ms for 1,024 messages of 2 KB here), so a
 large batch briefly pauses the event loop; ``group_commit_max_batch`` bounds it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +22,8 @@ from rocksdict import Options, Rdict, RdictIter, ReadOptions, WriteBatch, WriteO
 
 from spool.backend import Op, OpResult, StoredMessage
 from spool.plan import META_END, META_PREFIX, body_key, meta_key, plan_batch, scan_start
+
+log = logging.getLogger(__name__)
 
 
 def _options() -> Options:
@@ -38,6 +45,7 @@ class RocksDbBackend:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = Rdict(str(path), _options())
+        self._failed = False
         self._sync = WriteOptions()
         self._sync.sync = True
         self._count = self._count_metas()
@@ -60,6 +68,8 @@ class RocksDbBackend:
         return count
 
     def write(self, ops: Sequence[Op]) -> list[OpResult]:
+        if self._failed:
+            self._reopen()
         plan = plan_batch(ops, self._db.get)
         if plan.changes:
             batch = WriteBatch(raw_mode=True)
@@ -68,7 +78,11 @@ class RocksDbBackend:
                     batch.delete(key)
                 else:
                     batch.put(key, value)
-            self._db.write(batch, self._sync)
+            try:
+                self._db.write(batch, self._sync)
+            except Exception:
+                self._failed = True
+                raise
         self._count += plan.count_delta
         return plan.results
 
@@ -90,6 +104,16 @@ class RocksDbBackend:
             iterator.next()
         del iterator
         return metas
+
+    def _reopen(self) -> None:
+        try:
+            self._db.close()
+        except Exception as exc:  # the sticky error surfaces here too; the log is intact
+            log.warning("closing the failed RocksDB handle: %s", exc)
+        self._db = Rdict(str(self.path), _options())
+        self._count = self._count_metas()
+        self._failed = False
+        log.warning("RocksDB spool reopened after a failed write")
 
     def count(self) -> int:
         return self._count

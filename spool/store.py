@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
 from petrel.batching import GroupCommitter
-from spool.backend import Op, OpResult, SpoolBackend, StoredMessage
+from spool.backend import Op, OpResult, PutOp, SpoolBackend, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +36,34 @@ def status_for_error(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNAVAILABLE
 
 
+class FreeSpaceGuard:
+    """Refuses new messages while the filesystem under ``path`` has less than ``min_free``
+    bytes free (checked at most every ``interval`` seconds). Refusing early keeps RocksDB away
+    from ENOSPC, and accepting resumes by itself once space returns."""
+
+    def __init__(self, path: Path | None, min_free: int, interval: float = 0.25) -> None:
+        self.path, self.min_free, self.interval = path, min_free, interval
+        self._checked = 0.0
+        self._free = min_free
+
+    def free_bytes(self) -> int:
+        now = time.monotonic()
+        if self.path is not None and now - self._checked > self.interval:
+            stat = os.statvfs(self.path)
+            self._free = stat.f_bavail * stat.f_frsize
+            self._checked = now
+        return self._free
+
+    def check(self) -> None:
+        if self.path is not None and self.min_free and self.free_bytes() < self.min_free:
+            raise OSError(errno.ENOSPC, f"spool free space below {self.min_free} bytes")
+
+
 class Spool:
     def __init__(self, backend: SpoolBackend, *, max_batch: int = 1024, max_delay: float = 0.0,
-                 read_workers: int = 2) -> None:
+                 read_workers: int = 2, free_space: FreeSpaceGuard | None = None) -> None:
         self.backend = backend
+        self.free_space = free_space or FreeSpaceGuard(None, 0)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="spool-writer")
         self._readers = ThreadPoolExecutor(read_workers, thread_name_prefix="spool-reader")
         self._committer: GroupCommitter[Op, OpResult] = GroupCommitter(
@@ -61,6 +88,8 @@ class Spool:
             raise
 
     async def write(self, op: Op) -> OpResult:
+        if isinstance(op, PutOp):
+            self.free_space.check()
         return await self._committer.submit(op)
 
     async def get(self, message_id: str, want_body: bool = True) -> StoredMessage | None:
