@@ -52,7 +52,17 @@ class RemoveOp:
     id: str
 
 
-Op = PutOp | ReplaceMetaOp | RemoveOp
+@dataclass(frozen=True, slots=True)
+class QuarantineOp:
+    """Move a message whose stored record is damaged out of the way: its meta and body go
+    under ``qm/<id>`` and ``qb/<id>`` (kept for an operator to inspect), so scans, reads and
+    the queues skip it while every other message carries on."""
+
+    id: str
+    reason: str
+
+
+Op = PutOp | ReplaceMetaOp | RemoveOp | QuarantineOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +90,9 @@ class SpoolBackend(Protocol):
 
     def get(self, message_id: str, want_body: bool = True) -> StoredMessage | None: ...
 
-    def scan(self, after_id: str, limit: int) -> list[bytes]:
-        """Up to ``limit`` metas with ids greater than ``after_id`` ("" = all), in id order."""
+    def scan(self, after_id: str, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` ``(id, meta)`` pairs with ids greater than ``after_id`` ("" = all),
+        in id order."""
         ...
 
     def count(self) -> int: ...

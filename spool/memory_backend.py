@@ -53,11 +53,11 @@ class MemoryBackend:
                 return None
             return StoredMessage(meta, self._kv[body_key(message_id)] if want_body else None)
 
-    def scan(self, after_id: str, limit: int) -> list[bytes]:
+    def scan(self, after_id: str, limit: int) -> list[tuple[str, bytes]]:
         with self._lock:
             self._check()
             start = bisect.bisect_right(self._ids, after_id) if after_id else 0
-            return [self._kv[meta_key(i)] for i in self._ids[start:start + limit]]
+            return [(i, self._kv[meta_key(i)]) for i in self._ids[start:start + limit]]
 
     def count(self) -> int:
         return len(self._ids)

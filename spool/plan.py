@@ -6,7 +6,9 @@ the batch see the changes of earlier ones, so two puts with the same idempotency
 batch store the message once.
 
 Key layout: ``m/<id>`` → serialized ``MessageMeta``, ``b/<id>`` → body,
-``k/<idempotency key>`` → id. Ids are fixed-length, so ``m/`` keys sort in id order.
+``k/<idempotency key>`` → id; damaged records moved aside by ``QuarantineOp``: ``qm/<id>``
+(reason, newline, stored meta) and ``qb/<id>``. Ids are fixed-length, so ``m/`` keys sort in
+id order.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from petrel.v1.common_pb2 import MessageMeta
-from spool.backend import Op, OpResult, PutOp, RemoveOp, ReplaceMetaOp
+from spool.backend import Op, OpResult, PutOp, QuarantineOp, RemoveOp, ReplaceMetaOp
 
 META_PREFIX = b"m/"
 # The smallest key after every ``m/`` key ("/" + 1 == "0").
 META_END = b"m0"
+QUARANTINE_META_PREFIX = b"qm/"
+QUARANTINE_BODY_PREFIX = b"qb/"
 
 
 def meta_key(message_id: str) -> bytes:
@@ -62,6 +68,9 @@ def plan_batch(ops: Sequence[Op], read: Callable[[bytes], bytes | None]) -> Batc
             delta += 0 if result.duplicate else 1
         elif isinstance(op, ReplaceMetaOp):
             result = _replace(op, get, changes)
+        elif isinstance(op, QuarantineOp):
+            result = _quarantine(op, get, changes)
+            delta -= 1 if result.found else 0
         else:
             result = _remove(op, get, changes)
             delta -= 1 if result.found else 0
@@ -92,8 +101,11 @@ def _replace(op: ReplaceMetaOp, get: Getter, changes: dict[bytes, bytes | None])
     stored = get(meta_key(op.id))
     if stored is None:
         return OpResult(op.id, found=False)
-    old = MessageMeta.FromString(stored)
     new = MessageMeta.FromString(op.meta)
+    old = parse_meta(stored)
+    if old is None:  # damaged record: the new meta replaces it whole
+        changes[meta_key(op.id)] = op.meta
+        return OpResult(op.id)
     # The body is untouched, so its size stays; the idempotency key stays because the
     # ``k/`` entry written at put time must be found again at removal.
     if new.size != old.size or new.idempotency_key != old.idempotency_key or new.id != op.id:
@@ -112,7 +124,31 @@ def _remove(op: RemoveOp, get: Getter, changes: dict[bytes, bytes | None]) -> Op
         return OpResult(op.id, found=False)
     changes[meta_key(op.id)] = None
     changes[body_key(op.id)] = None
-    key = MessageMeta.FromString(stored).idempotency_key
+    meta = parse_meta(stored)
+    key = meta.idempotency_key if meta is not None else ""
     if key and get(idempotency_key(key)) == op.id.encode():
         changes[idempotency_key(key)] = None
     return OpResult(op.id)
+
+
+def _quarantine(op: QuarantineOp, get: Getter, changes: dict[bytes, bytes | None]) -> OpResult:
+    stored = get(meta_key(op.id))
+    if stored is None:
+        return OpResult(op.id, found=False)
+    changes[QUARANTINE_META_PREFIX + op.id.encode()] = op.reason.encode() + b"\n" + stored
+    changes[QUARANTINE_BODY_PREFIX + op.id.encode()] = get(body_key(op.id)) or b""
+    changes[meta_key(op.id)] = None
+    changes[body_key(op.id)] = None
+    return OpResult(op.id)
+
+
+def parse_meta(stored: bytes, message_id: str = "") -> MessageMeta | None:
+    """The stored metadata, or None when it is damaged: unparsable, or naming another id
+    than the key it is stored under."""
+    try:
+        meta = MessageMeta.FromString(stored)
+    except DecodeError:
+        return None
+    if message_id and meta.id != message_id:
+        return None
+    return meta

@@ -96,11 +96,11 @@ class RocksDbBackend:
             return None
         return StoredMessage(meta, body)
 
-    def scan(self, after_id: str, limit: int) -> list[bytes]:
+    def scan(self, after_id: str, limit: int) -> list[tuple[str, bytes]]:
         iterator = self._meta_iterator(scan_start(after_id))
-        metas: list[bytes] = []
+        metas: list[tuple[str, bytes]] = []
         while len(metas) < limit and iterator.valid():
-            metas.append(iterator.value())
+            metas.append((iterator.key()[len(META_PREFIX):].decode(), iterator.value()))
             iterator.next()
         del iterator
         return metas

@@ -16,7 +16,8 @@ import grpc
 from petrel.ids import is_message_id, new_message_id
 from petrel.rpc import abort_invalid
 from petrel.v1 import common_pb2, spool_pb2, spool_pb2_grpc
-from spool.backend import Op, PutOp, RemoveOp, ReplaceMetaOp
+from spool.backend import Op, PutOp, QuarantineOp, RemoveOp, ReplaceMetaOp
+from spool.plan import parse_meta
 from spool.store import Spool, status_for_error
 from spool.streams import answer_concurrently
 
@@ -137,11 +138,28 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
             response.status.CopyFrom(_failed(exc))
             return response
         if stored is not None:
+            meta = await self._checked_meta(request.id, stored.meta)
+            if meta is None:
+                return response
             response.found = True
-            response.meta.ParseFromString(stored.meta)
+            response.meta.CopyFrom(meta)
             if stored.body is not None:
                 response.body = stored.body
         return response
+
+    async def _checked_meta(self, message_id: str, stored: bytes) -> common_pb2.MessageMeta | None:
+        """The parsed metadata, or None after quarantining a damaged record (one bad record
+        must not stop scans, reads or the queues of every other message)."""
+        meta = parse_meta(stored, message_id)
+        if meta is not None:
+            return meta
+        log.error("quarantining message %s: damaged metadata record", message_id,
+                  extra={"message_id": message_id})
+        try:
+            await self._spool.write(QuarantineOp(message_id, "damaged metadata"))
+        except Exception as exc:
+            log.error("quarantine of %s failed: %s", message_id, exc)
+        return None
 
     async def ScanMessages(self, request: spool_pb2.ScanMessagesRequest,
                            context: grpc.aio.ServicerContext,
@@ -158,10 +176,13 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
             if not metas:
                 return
             response = spool_pb2.ScanMessagesResponse()
-            for meta in metas:
-                response.messages.add().ParseFromString(meta)
-            after = response.messages[-1].id
-            yield response
+            for message_id, stored in metas:
+                meta = await self._checked_meta(message_id, stored)
+                if meta is not None:
+                    response.messages.append(meta)
+            after = metas[-1][0]
+            if response.messages:
+                yield response
             if len(metas) < batch_size:
                 return
 
@@ -176,8 +197,12 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
         if stored is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND,
                          f"message {request.id} is not in the spool")
+        meta = await self._checked_meta(request.id, stored.meta)
+        if meta is None:
+            await _abort(context, grpc.StatusCode.DATA_LOSS,
+                         f"message {request.id} was damaged and has been quarantined")
         response = spool_pb2.GetMessageResponse()
-        response.meta.ParseFromString(stored.meta)
+        response.meta.CopyFrom(meta)
         if stored.body is not None:
             response.body = stored.body
         return response

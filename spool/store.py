@@ -96,7 +96,7 @@ class Spool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.backend.get, message_id, want_body)
 
-    async def scan(self, after_id: str, limit: int) -> list[bytes]:
+    async def scan(self, after_id: str, limit: int) -> list[tuple[str, bytes]]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.backend.scan, after_id, limit)
 

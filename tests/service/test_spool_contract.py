@@ -14,7 +14,14 @@ from petrel.config import load_config
 from petrel.ids import new_message_id
 from petrel.rpc import StreamCaller, create_channel, create_server
 from petrel.v1 import common_pb2, spool_pb2, spool_pb2_grpc
-from spool.backend import PutOp, RemoveOp, ReplaceMetaOp, SpoolBackend, open_backend
+from spool.backend import (
+    PutOp,
+    QuarantineOp,
+    RemoveOp,
+    ReplaceMetaOp,
+    SpoolBackend,
+    open_backend,
+)
 from spool.server import SERVICE_NAME, SpoolServicer
 from spool.store import Spool
 
@@ -91,12 +98,30 @@ def test_scan_in_id_order_with_paging(backend: SpoolBackend) -> None:
     after = ""
     while page := backend.scan(after, 3):
         assert len(page) <= 3
-        page_ids = [common_pb2.MessageMeta.FromString(m).id for m in page]
+        assert all(common_pb2.MessageMeta.FromString(m).id == i for i, m in page)
+        page_ids = [i for i, _ in page]
         seen += page_ids
         after = page_ids[-1]
     assert seen == all_ids
-    assert [common_pb2.MessageMeta.FromString(m).id for m in backend.scan(all_ids[7], 100)] \
-        == all_ids[8:]
+    assert [i for i, _ in backend.scan(all_ids[7], 100)] == all_ids[8:]
+
+
+def test_quarantine_moves_a_damaged_record_aside(backend: SpoolBackend) -> None:
+    a, b = ids(2)
+    backend.write([put_op(a, key="qa"), put_op(b)])
+    assert [r.found for r in backend.write([QuarantineOp(a, "damaged metadata")])] == [True]
+    assert backend.get(a) is None
+    assert [i for i, _ in backend.scan("", 10)] == [b]
+    assert backend.count() == 1
+    assert [r.found for r in backend.write([QuarantineOp(a, "again")])] == [False]
+
+
+def test_a_damaged_meta_does_not_break_removal_in_the_same_batch(backend: SpoolBackend) -> None:
+    a, b = ids(2)
+    backend.write([PutOp(a, b"\xff\xff not protobuf", b"body"), put_op(b)])
+    results = backend.write([RemoveOp(a), RemoveOp(b)])
+    assert [r.found for r in results] == [True, True]
+    assert backend.count() == 0
 
 
 def test_remove_deletes_meta_body_and_key(backend: SpoolBackend) -> None:
