@@ -17,6 +17,7 @@ import logging
 
 import grpc
 
+from petrel import telemetry
 from petrel.rpc import StreamBroken, StreamCaller
 from petrel.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -83,7 +84,8 @@ class Enqueuer:
                       extra={"message_id": lost.id})
         self._backlog.append(meta)
         if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.create_task(self._retry(), name="enqueue-retry")
+            with telemetry.detached():  # it retries many messages, not this one's trace
+                self._retry_task = asyncio.create_task(self._retry(), name="enqueue-retry")
 
     async def _retry(self) -> None:
         backoff = self._min_backoff

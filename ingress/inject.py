@@ -15,7 +15,8 @@ recorded instead of this call's ("GRPC", the gateway's address).
 
 Content with bare LF line endings is normalised to CRLF (and given a final CRLF); a bare CR
 is refused. The trace context comes from the ``traceparent``/``tracestate`` gRPC metadata,
-else from the request's ``traceparent`` field, else a new trace is started. The same
+else from the request's ``traceparent`` field, else a new trace is started (for unary calls:
+the trace of the gRPC server span). The same
 ``idempotency_key`` twice yields one message: the second answer carries the original id and
 ``duplicate = true``.
 """
@@ -34,7 +35,9 @@ from ingress.acceptor import Accepted, Acceptor, Submission
 from ingress.message import InvalidMessage
 from ingress.spool_writer import StoreFailed
 from ingress.validation import FieldError, validate_inject
+from petrel import telemetry
 from petrel.config import IngressConfig
+from petrel.events import trace_id_of
 from petrel.rpc import abort_invalid
 from petrel.v1 import common_pb2, ingress_pb2, ingress_pb2_grpc
 
@@ -68,15 +71,20 @@ class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
         """Validate ``request``; raises ``FieldError``."""
         content = validate_inject(request, self._config.max_message_size,
                                   self._config.max_recipients)
-        context_trace = trace.carrier_from_metadata(context.invocation_metadata() or ())
-        field_trace = trace.carrier(request.traceparent)
+        given = (trace.carrier_from_metadata(context.invocation_metadata() or ())
+                 or trace.carrier(request.traceparent))
+        # A unary call runs in the gRPC server span (a child of the caller's context, when
+        # metadata carried one): the message's reception span goes below it.
+        current = telemetry.inject_carrier()
+        if current and (not given or trace_id_of(given) == trace_id_of(current)):
+            given = current
         return Submission(
             sender=request.sender, recipients=tuple(request.recipients), content=content,
             protocol=request.reception_protocol or "GRPC",
             peer_ip=request.peer_address or peer_ip(context), tenant=request.tenant,
             campaign=request.campaign, meta=dict(request.meta),
             idempotency_key=request.idempotency_key,
-            trace_context=context_trace or field_trace or {})
+            trace_context=given or {})
 
     async def InjectMessage(self, request: ingress_pb2.InjectMessageRequest,
                             context: grpc.aio.ServicerContext

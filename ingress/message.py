@@ -143,6 +143,7 @@ class Prepared:
     tenant: str
     campaign: str
     trace_context: dict[str, str]
+    trace_given: bool = False  # the context came from the caller or a header (not new)
 
 
 def prepare_message(raw: bytes, stamp: Stamp, *, tenant: str = "", campaign: str = "",
@@ -178,5 +179,5 @@ def prepare_message(raw: bytes, stamp: Stamp, *, tenant: str = "", campaign: str
         head.append(CRLF)
     from_header = trace.carrier(header_trace.get("traceparent", ""),
                                 header_trace.get("tracestate", ""))
-    context = trace.choose(dict(trace_context) if trace_context else None, from_header)
-    return Prepared(b"".join(head) + rest, tenant, campaign, context)
+    given = dict(trace_context) if trace_context else from_header
+    return Prepared(b"".join(head) + rest, tenant, campaign, trace.choose(given), bool(given))

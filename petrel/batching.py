@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from petrel import telemetry
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -31,7 +33,8 @@ class GroupCommitter(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="group-commit")
+            with telemetry.detached():  # the task flushes everyone's items, not this trace's
+                self._task = asyncio.create_task(self._run(), name="group-commit")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wakeup.set()

@@ -8,6 +8,12 @@
   (the shape of ``PutMessages``, ``Enqueue``, ``ReadMessages``, ``UpdateMessages``,
   ``InjectMessages``): each ``call`` gets its own response, matched by ``seq``, within its own
   deadline. A broken stream fails every pending call and the next call opens a new stream.
+
+Tracing: servers and channels carry OpenTelemetry's gRPC interceptors, so unary and
+server-streaming calls get CLIENT/SERVER spans and propagate the W3C context in metadata.
+Health checks, reflection and the long-lived multiplexed bidi streams are left out
+(``traced_method``): a span per stream would last for hours and make every item handled on
+it look like part of one trace; their items carry each message's own trace context instead.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+
+from petrel import telemetry
+from petrel.v1 import bounce_pb2, ingress_pb2, scheduler_pb2, spool_pb2
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +80,36 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
+def _bidi_methods() -> frozenset[str]:
+    methods = set()
+    for module in (bounce_pb2, ingress_pb2, scheduler_pb2, spool_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                if method.client_streaming and method.server_streaming:
+                    methods.add(f"/{service.full_name}/{method.name}")
+    return frozenset(methods)
+
+
+UNTRACED_METHODS = _bidi_methods()
+UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+def traced_method(details: Any) -> bool:
+    """Interceptor filter: False for health, reflection and Petrel's bidi streams."""
+    method = getattr(details, "method", "")
+    if isinstance(method, bytes):
+        method = method.decode()
+    return not (method in UNTRACED_METHODS or method.startswith(UNTRACED_PREFIXES))
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    # Only the unary-request kinds: bidi streams are untraced, and without a stream
+    # interceptor their calls keep gRPC's plain call objects.
+    return [i for i in aio_client_interceptors(filter_=traced_method)
+            if isinstance(i, grpc.aio.UnaryUnaryClientInterceptor
+                          | grpc.aio.UnaryStreamClientInterceptor)]
+
+
 class _Registrar(Protocol):
     def __call__(self, servicer: Any, server: grpc.aio.Server) -> None: ...
 
@@ -82,7 +122,8 @@ def create_server(listen: str, services: Iterable[tuple[_Registrar, Any, str]],
     The server is not started; ``petrel.runtime.serve_grpc_until`` (or ``set_serving``) marks
     the services SERVING once it is.
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS,
+                             interceptors=[aio_server_interceptor(filter_=traced_method)])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -106,7 +147,8 @@ async def set_serving(health_servicer: health.aio.HealthServicer, names: Iterabl
 
 def create_channel(address: str) -> grpc.aio.Channel:
     """Insecure channel to ``address`` (``host:port`` or any gRPC target string)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS,
+                                     interceptors=client_interceptors())
 
 
 Req = TypeVar("Req")
@@ -162,10 +204,13 @@ class StreamCaller(Generic[Req, Resp]):
         async with self._lock:
             if self._outbox is None:
                 outbox: asyncio.Queue[Req | None] = asyncio.Queue()
-                stream = self._open_stream(self._drain(outbox))
+                # The stream serves every later caller: it must not keep the trace of the
+                # call that happened to open it.
+                with telemetry.detached():
+                    stream = self._open_stream(self._drain(outbox))
+                    self._reader = asyncio.create_task(self._read(stream, outbox),
+                                                       name=f"{self._name}-reader")
                 self._outbox = outbox
-                self._reader = asyncio.create_task(self._read(stream, outbox),
-                                                   name=f"{self._name}-reader")
             return self._outbox
 
     @staticmethod

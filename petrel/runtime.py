@@ -1,8 +1,9 @@
 """Process runtime shared by every service: logging, the event loop, signals, graceful stop.
 
-``run_service(name, serve)`` configures logging, runs ``serve(stop)`` on one asyncio loop and
-sets the ``stop`` event on SIGTERM or SIGINT; ``serve`` is expected to mark itself
-NOT_SERVING, drain, and return.
+``run_service(name, serve)`` configures logging and tracing (``petrel.telemetry``), runs
+``serve(stop)`` on one asyncio loop and sets the ``stop`` event on SIGTERM or SIGINT; ``serve``
+is expected to mark itself NOT_SERVING, drain, and return. Buffered spans are exported before
+the process exits.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
+from petrel import telemetry
 from petrel.rpc import set_serving
 
 log = logging.getLogger(__name__)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, service, logger, message and any ``extra`` ids."""
+    """One JSON object per line: time, level, service, logger, message and any ``extra`` ids.
+    ``trace_id`` defaults to the active span's trace."""
 
     EXTRA_FIELDS = ("message_id", "trace_id", "queue", "site", "peer")
 
@@ -45,6 +48,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value:
                 entry[key] = value
+        if "trace_id" not in entry:
+            trace_id = telemetry.current_trace_id()
+            if trace_id:
+                entry["trace_id"] = trace_id
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -70,8 +77,12 @@ def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]],
             loop.add_signal_handler(sig, stop.set)
         await serve(stop)
 
+    telemetry.setup_tracing(name)
     started = time.monotonic()
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        telemetry.shutdown_tracing()
     log.info("%s stopped after %.1fs", name, time.monotonic() - started)
 
 
