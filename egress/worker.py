@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from petrel.faults import fault_point
 from petrel.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,9 @@ class DispatchWorker:
             # the scheduler re-dispatches the task after its task_timeout.
             log.exception("task %s ended without a result", task.task_id)
         else:
+            if any(r.outcome == scheduler_pb2.DELIVERY_OUTCOME_DELIVERED
+                   for r in result.recipients):
+                fault_point("egress.after_delivery")
             self._report(task, result, stream)
         current = self._stream
         if current is not None and current.accepting:

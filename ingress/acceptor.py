@@ -16,11 +16,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ingress import tracing
 from ingress.enqueuer import Enqueuer
 from ingress.message import Stamp, prepare_message
 from ingress.spool_writer import SpoolWriter
-from petrel import ids
+from petrel import ids, telemetry
 from petrel.events import EventLog, make_record, trace_id_of
+from petrel.faults import fault_point
 from petrel.routing import normalize_domain
 from petrel.v1 import common_pb2
 
@@ -130,25 +132,43 @@ class Acceptor:
             sub.content,
             Stamp(message_id, self._hostname, sub.protocol, sub.peer_ip, sub.helo),
             tenant=sub.tenant, campaign=sub.campaign, trace_context=sub.trace_context)
-        meta = common_pb2.MessageMeta(
-            id=message_id, sender=sub.sender,
-            recipients=[common_pb2.Recipient(address=r,
-                                             state=common_pb2.RECIPIENT_STATE_PENDING)
-                        for r in sub.recipients],
-            tenant=prepared.tenant, campaign=prepared.campaign, created_unix_ms=created_ms,
-            size=len(prepared.content), trace_context=prepared.trace_context, meta=sub.meta,
-            reception_protocol=sub.reception_protocol, peer_address=sub.peer_ip,
-            idempotency_key=sub.idempotency_key)
-        stored = await self._spool.put(meta, prepared.content)
-        trace_id = trace_id_of(prepared.trace_context)
-        if stored.duplicate:
-            log.info("duplicate of %s (idempotency key)", stored.id,
-                     extra={"message_id": stored.id})
-            return Accepted(stored.id, duplicate=True)
-        await asyncio.gather(self._enqueuer.enqueue(meta), self._log_reception(meta))
-        log.debug("accepted %s", message_id, extra={"message_id": message_id,
-                                                    "trace_id": trace_id})
-        return Accepted(message_id, trace_id=trace_id)
+        parent = (telemetry.context_from_carrier(prepared.trace_context)
+                  if prepared.trace_given else None)
+        with tracing.reception_span(sub.reception_protocol, parent, message_id=message_id,
+                                    recipients=len(sub.recipients),
+                                    size=len(prepared.content), peer=sub.peer_ip,
+                                    tenant=prepared.tenant) as span:
+            # The stored context is the reception span's, so every later span of the
+            # message hangs below (or links to) it.
+            carrier = telemetry.inject_carrier() or prepared.trace_context
+            meta = common_pb2.MessageMeta(
+                id=message_id, sender=sub.sender,
+                recipients=[common_pb2.Recipient(address=r,
+                                                 state=common_pb2.RECIPIENT_STATE_PENDING)
+                            for r in sub.recipients],
+                tenant=prepared.tenant, campaign=prepared.campaign, created_unix_ms=created_ms,
+                size=len(prepared.content), trace_context=carrier, meta=sub.meta,
+                reception_protocol=sub.reception_protocol, peer_address=sub.peer_ip,
+                idempotency_key=sub.idempotency_key)
+            with tracing.step("spool write"):
+                stored = await self._spool.put(meta, prepared.content)
+            fault_point("ingress.after_store")
+            trace_id = trace_id_of(carrier)
+            if stored.duplicate:
+                span.set_attributes({"messaging.message.id": stored.id,
+                                     "petrel.duplicate": True})
+                log.info("duplicate of %s (idempotency key)", stored.id,
+                         extra={"message_id": stored.id})
+                return Accepted(stored.id, duplicate=True)
+            await asyncio.gather(self._enqueue(meta), self._log_reception(meta))
+            log.debug("accepted %s", message_id, extra={"message_id": message_id,
+                                                        "trace_id": trace_id})
+            return Accepted(message_id, trace_id=trace_id)
+
+    async def _enqueue(self, meta: common_pb2.MessageMeta) -> None:
+        with tracing.step("enqueue") as span:
+            if not await self._enqueuer.enqueue(meta):
+                span.set_attribute("petrel.enqueue.deferred", True)
 
     async def _log_reception(self, meta: common_pb2.MessageMeta) -> None:
         if self._events is None:

@@ -6,6 +6,7 @@ the same way docker compose configures the services.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from petrel import faults
 from petrel.config import ConfigError, load_config
 
 SERVICES = ("spool", "bounce", "scheduler", "ingress", "egress", "gateway")
@@ -23,6 +25,7 @@ def _run_service(name: str, config_path: str | None) -> None:
         config = load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    faults.arm(config.fault_points)
     module = importlib.import_module(f"{name}.main")
     module.main(config)
 
@@ -64,6 +67,67 @@ def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
         raise click.ClickException(str(exc)) from exc
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     sys.exit(Supervisor(config, env, egress_replicas=egress_replicas).run())
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@click.option("--service", default="", help="gRPC health service name (default: the server).")
+def healthcheck(target: str, timeout: float, service: str) -> None:
+    """Exit 0 when TARGET is healthy: HOST:PORT asks the gRPC health service, an http:// URL
+    expects a 2xx answer. For container health checks."""
+    from petrel.healthcheck import probe
+
+    healthy, detail = probe(target, timeout=timeout, service=service)
+    click.echo(f"{target}: {detail}")
+    sys.exit(0 if healthy else 1)
+
+
+def _key_values(values: Sequence[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
+        pairs[key] = rest
+    return pairs
+
+
+@cli.command()
+@click.option("--compose", "compose_file", type=click.Path(exists=True, dir_okay=False),
+              default="compose/compose.yaml", show_default=True)
+@click.option("--scale", multiple=True, metavar="SERVICE=N", help="Replicas of a service.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default="petrel-data/topology",
+              show_default=True, help="Volumes and per-replica directories.")
+@click.option("--env", "env_values", multiple=True, metavar="KEY=VALUE",
+              help="Set a variable in every service, after the compose environment.")
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              help="Listen on the compose file's published host ports (else free ports).")
+@click.option("--prometheus-config", type=click.Path(dir_okay=False),
+              help="Write a Prometheus config that scrapes the local replicas.")
+@click.option("--dry-run", is_flag=True, help="Print the plan as JSON and exit.")
+def topology(compose_file: str, scale: tuple[str, ...], data_dir: str,
+             env_values: tuple[str, ...], publish: bool, prometheus_config: str | None,
+             dry_run: bool) -> None:
+    """Run the compose file's Petrel services as local processes (no Docker needed)."""
+    from petrel.compose import ComposeError
+    from petrel.topology import TopologySupervisor, plan_topology, write_prometheus_config
+
+    try:
+        replicas = {k: int(v) for k, v in _key_values(scale, "--scale").items()}
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scale") from exc
+    try:
+        plan = plan_topology(compose_file, data_dir, scale=replicas,
+                             overrides=_key_values(env_values, "--env"), publish=publish)
+        if prometheus_config:
+            write_prometheus_config(plan, prometheus_config)
+    except ComposeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if dry_run:
+        click.echo(json.dumps(plan.describe(), indent=2))
+        return
+    sys.exit(TopologySupervisor(plan).run())
 
 
 for _name in SERVICES:

@@ -159,14 +159,70 @@ class GatewayConfig(_Section):
     request_deadline: Duration = 15.0
 
 
+class WebhookConfig(_Section):
+    """One ``[[events.webhooks]]`` entry: where and which records to POST (docs/events.md)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    # HMAC-SHA256 key for the X-Petrel-Signature header; "" = unsigned.
+    secret: str = ""
+    # Record types to send (empty = all) and tenants to send ("" = records without a tenant).
+    record_types: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+    headers: dict[str, str] = Field(default_factory=dict)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    # A partial batch is sent once its oldest record has waited this long.
+    max_batch_latency: Duration = 1.0
+    timeout: Duration = 10.0
+    retry_initial: Duration = 1.0
+    retry_max: Duration = 300.0
+    # Where a webhook without a cursor starts: the oldest retained record or the log's end.
+    start_at: Literal["oldest", "newest"] = "oldest"
+
+    @field_validator("record_types")
+    @classmethod
+    def _types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from petrel.events import RECORD_TYPES
+
+        unknown = sorted(set(value) - set(RECORD_TYPES))
+        if unknown:
+            raise ValueError(f"unknown record types {unknown}; known: {list(RECORD_TYPES)}")
+        return value
+
+
 class EventsConfig(_Section):
-    # Directory for <service>.jsonl event logs; "" = <data_dir>/events.
+    # Directory of the event log segments; "" = <data_dir>/events.
     dir: str = ""
+    # Names this process's log files <service>.<instance_id>.<start_ms>.jsonl so replicas
+    # sharing the directory never share a file; "" = the host name.
+    instance_id: str = ""
+    # A log starts a new segment before a write would pass this size or once its segment is
+    # this old (0 = never). Records are never split across segments.
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    max_file_age: Duration = 3600.0
+    # Closed segments older than this are deleted once every webhook has shipped them
+    # (0 = keep forever).
+    retention: Duration = 0.0
+    webhooks: tuple[WebhookConfig, ...] = ()
+    # The process that ships webhooks: the scheduler (default), or none (files only).
+    webhook_host: Literal["scheduler", "none"] = "scheduler"
+    # How often the shipper looks for new records.
+    webhook_poll_interval: Duration = 0.25
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_names(cls, value: tuple[WebhookConfig, ...]) -> tuple[WebhookConfig, ...]:
+        names = [w.name for w in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"webhook names must be unique: {names}")
+        return value
 
 
 class Config(_Section):
     data_dir: str = "./petrel-data"
     log_level: str = "INFO"
+    # Crash points armed for fault-injection tests (see petrel.faults); empty in production.
+    fault_points: tuple[str, ...] = ()
     spool: SpoolConfig = SpoolConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     ingress: IngressConfig = IngressConfig()
@@ -207,6 +263,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             out.setdefault(section, {})[field] = value
         elif not sep and name in Config.model_fields and name not in sections:
+            if isinstance(value, str) and "tuple" in str(Config.model_fields[name].annotation):
+                value = [v.strip() for v in value.split(",") if v.strip()]
             out[name] = value
     return out
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from petrel.config import SchedulerConfig
 from petrel.events import EventLog
+from petrel.faults import fault_point
 from petrel.ids import id_timestamp_ms, is_message_id
 from petrel.routing import Router
 from petrel.v1 import common_pb2, scheduler_pb2, spool_pb2_grpc
@@ -484,6 +485,7 @@ class Scheduler:
         while True:
             try:
                 await self._events.write(records)
+                fault_point("scheduler.after_events")
                 return
             except Exception:
                 # Nothing moves on without its events: keep trying until the disk takes them.

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from petrel.batching import GroupCommitter
+from petrel.faults import fault_point
 from spool.backend import Op, OpResult, PutOp, SpoolBackend, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,12 @@ class Spool:
     async def _flush(self, ops: list[Op]) -> list[OpResult]:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._writer, self.backend.write, ops)
+            results = await loop.run_in_executor(self._writer, self.backend.write, ops)
         except Exception as exc:
             log.warning("spool write of %d operations failed: %s", len(ops), exc)
             raise
+        fault_point("spool.after_commit")
+        return results
 
     async def write(self, op: Op) -> OpResult:
         if isinstance(op, PutOp):
