@@ -106,7 +106,7 @@ class SmtpDeliverer:
                 failures.append(failure)
                 continue
             self.connections_opened += 1
-            metrics.CONNECTIONS.inc()
+            metrics.CONNECTIONS.labels("true" if session.tls else "false").inc()
             outcome = await self._transaction(session, sender, recipients, body)
             if isinstance(outcome, Attempt):
                 return outcome

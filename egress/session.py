@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from egress import metrics
 from egress.replies import (
     SMTPUTF8_NOT_SUPPORTED,
     TLS_NOT_OFFERED,
@@ -125,6 +126,13 @@ class Session:
         self.last_used = time.monotonic()
         # Set when the server said 421 (it is closing the connection).
         self.closing = False
+        self._counted = True
+        metrics.CONNECTIONS_OPEN.inc()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            metrics.CONNECTIONS_OPEN.dec()
 
     @classmethod
     async def open(cls, peer: Peer, site: str, options: SessionOptions, *,
@@ -253,7 +261,7 @@ class Session:
             response = await self.smtp.execute_command(b"RSET",
                                                        timeout=self.options.command_timeout)
         except (aiosmtplib.SMTPException, OSError):
-            self.smtp.close()
+            self.close()
             return False
         if response.code != 250:
             await self.quit()
@@ -261,9 +269,11 @@ class Session:
         return True
 
     async def quit(self) -> None:
+        self._uncount()
         await _quit(self.smtp)
 
     def close(self) -> None:
+        self._uncount()
         self.smtp.close()
 
 

@@ -24,6 +24,7 @@ from egress.clients import BodyUnavailable
 from egress.delivery import Attempt
 from egress.replies import BODY_NOT_FOUND, BODY_UNAVAILABLE, outcome_of, to_proto
 from petrel.events import trace_id_of
+from petrel.metrics import observe
 from petrel.routing import Route
 from petrel.smtp_replies import Reply
 from petrel.v1 import scheduler_pb2
@@ -107,10 +108,13 @@ class TaskRunner:
         failures = failed_replies(attempt)
         classifications = await self.classifier.classify(failures) if failures else []
         result = build_result(task, attempt, classifications, self.egress_source)
-        metrics.TASKS.inc()
-        metrics.TASK_SECONDS.observe(time.monotonic() - started)
-        for recipient in result.recipients:
-            metrics.RECIPIENTS.labels(OUTCOME_LABELS[recipient.outcome]).inc()
+        outcomes = [OUTCOME_LABELS[recipient.outcome] for recipient in result.recipients]
+        for outcome in outcomes:
+            metrics.RECIPIENTS.labels(outcome).inc()
+        outcome = metrics.attempt_outcome(outcomes)
+        metrics.DELIVERY_ATTEMPTS.labels(outcome).inc()
+        observe(metrics.ATTEMPT_SECONDS.labels(outcome), time.monotonic() - started,
+                extra["trace_id"])
         log.info("task %s to %s: %s in %.3fs", task.task_id, attempt.site,
                  ", ".join(f"{r.recipient}={r.reply.code}" for r in result.recipients),
                  time.monotonic() - started, extra={**extra, "site": attempt.site,

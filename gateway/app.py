@@ -14,7 +14,8 @@ import grpc
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 import petrel
 from gateway import views
@@ -160,9 +161,10 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
 
     @app.get("/metrics", tags=["observability"], summary="Prometheus metrics of the gateway",
              response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}, OPENMETRICS: {}}}})
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.exposition(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
 
     @app.get("/healthz", response_model=HealthResponse, tags=["observability"],
              summary="200 when ingress is SERVING",

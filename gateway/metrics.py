@@ -1,10 +1,12 @@
 """The gateway's own Prometheus metrics, in a registry per application (so several apps can
-live in one process, as in tests).
+live in one process, as in tests), served on the HTTP port at ``/metrics``.
 
 * ``petrel_gateway_requests_total{route,method,status}``
-* ``petrel_gateway_request_duration_seconds{route,method}`` (histogram)
+* ``petrel_gateway_request_duration_seconds{route,method}`` (histogram; exemplar: the active
+  span's trace, when tracing is on)
 * ``petrel_gateway_injected_recipients_total{outcome}`` (``accepted`` / ``failed``)
-* the standard ``process_*`` and ``python_*`` collectors.
+* ``petrel_build_info{version,service}`` and the standard ``process_*`` and ``python_*``
+  collectors (see ``petrel.metrics``).
 
 ``route`` is the route's path template, or ``other`` for paths that match no route, so label
 values stay bounded whatever clients request.
@@ -14,14 +16,10 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from petrel.metrics import ServiceMetrics, observe
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -29,17 +27,30 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 class GatewayMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        self.requests = Counter("petrel_gateway_requests", "HTTP requests answered.",
-                                ["route", "method", "status"], registry=self.registry)
-        self.duration = Histogram("petrel_gateway_request_duration_seconds",
-                                  "Time to answer an HTTP request.", ["route", "method"],
-                                  buckets=_BUCKETS, registry=self.registry)
-        self.recipients = Counter("petrel_gateway_injected_recipients",
-                                  "Recipients of inject requests, by outcome.", ["outcome"],
-                                  registry=self.registry)
+        self.metrics = ServiceMetrics("gateway")
+        self.registry = self.metrics.registry
+        self.requests = self.metrics.counter(
+            "petrel_gateway_requests",
+            "HTTP requests answered, by route (path template or other), method and status.",
+            ["route", "method", "status"])
+        self.duration = self.metrics.histogram(
+            "petrel_gateway_request_duration_seconds",
+            "Time to answer an HTTP request, by route and method.", ["route", "method"],
+            buckets=_BUCKETS, exemplars=True)
+        self.recipients = self.metrics.counter(
+            "petrel_gateway_injected_recipients",
+            "Recipients of inject requests, by outcome: accepted, failed.", ["outcome"],
+            initial=[("accepted",), ("failed",)])
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The metrics as the scraper asked (``Accept``): OpenMetrics (with exemplars) or
+        the Prometheus text format; returns the body and its content type."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
+
+
+def describe() -> ServiceMetrics:
+    return GatewayMetrics().metrics
 
 
 class MetricsMiddleware:
@@ -71,4 +82,4 @@ class MetricsMiddleware:
             method = scope.get("method", "")
             method = method if method in _METHODS else "OTHER"
             self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.duration.labels(route, method).observe(time.perf_counter() - started)
+            observe(self.metrics.duration.labels(route, method), time.perf_counter() - started)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dns.asyncresolver
@@ -91,6 +92,8 @@ class Router:
     _inflight: dict[str, asyncio.Task[Route]] = field(default_factory=dict)
     _resolver: dns.asyncresolver.Resolver | None = None
     _routes: dict[str, str] = field(default_factory=dict)
+    # Told of every route resolved without the cache and how many seconds it took (metrics).
+    observer: Callable[[Route, float], None] | None = None
 
     def __post_init__(self) -> None:
         if self.config.dns_nameservers:
@@ -127,8 +130,11 @@ class Router:
             task.exception()  # retrieved: every waiter re-raises it itself
 
     async def _resolve_and_cache(self, domain: str) -> Route:
+        started = time.monotonic()
         route, ttl = await self._lookup(domain)
         now = time.monotonic()
+        if self.observer is not None:
+            self.observer(route, now - started)
         if len(self._cache) >= MAX_CACHE_ENTRIES:
             self._evict(now)
         self._cache[domain] = _Entry(route, now + ttl)
