@@ -36,6 +36,7 @@ BUILTIN_FILES: tuple[str, ...] = ("petrel_specific.toml", "petrel.toml",
 _PREFIX_LEN = 3
 _MAX_PREFIXES = 2048
 _MAX_BUCKETS = 4096
+_MAX_TOKENS = 65536
 
 
 class RulesError(ValueError):
@@ -126,14 +127,26 @@ _Entry = tuple[str, bool, re.Pattern[str], "tuple[tuple[str, re.Pattern[str]], .
 
 @dataclass(frozen=True, slots=True)
 class _Bucket:
-    """The rules that may match lines starting with one 3-character key."""
+    """The rules that may match lines starting with one 3-character key. Rule sets are
+    bit masks (bit i = rule i), so merging candidates and walking them in rule order is a
+    few integer operations."""
 
-    always: tuple[int, ...]
-    words: dict[str, tuple[int, ...]]
-    starts: dict[str, tuple[int, ...]]
-    ends: dict[str, tuple[int, ...]]
+    always: int
+    words: dict[str, int]
+    starts: dict[str, int]
+    ends: dict[str, int]
     # Every member in order, for lines the token index does not cover (non-ASCII).
     members: tuple[int, ...]
+    # token -> rules it selects (exact word, first or last three characters), filled lazily.
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def token_mask(self, token: str) -> int:
+        mask = (self.words.get(token, 0) | self.starts.get(token[:3], 0)
+                | self.ends.get(token[-3:], 0))
+        if len(self.tokens) >= _MAX_TOKENS:
+            self.tokens.clear()
+        self.tokens[token] = mask
+        return mask
 
 
 _WORD = re.compile(r"\w+")
@@ -180,19 +193,15 @@ class RuleSet:
             return None
         folded = line.lower()
         tokens = set(line.encode("ascii").translate(_TOKEN_TABLE).decode("ascii").split())
-        found: set[int] = set(bucket.always)
-        words, starts, ends = bucket.words, bucket.starts, bucket.ends
-        for word in tokens & words.keys():
-            found.update(words[word])
-        if starts or ends:
-            heads = {t[:3] for t in tokens}
-            for head in heads & starts.keys():
-                found.update(starts[head])
-            tails = {t[-3:] for t in tokens}
-            for tail in tails & ends.keys():
-                found.update(ends[tail])
-        for index in sorted(found):
-            literal, fold, regex, twins, rule = entries[index]
+        found = bucket.always
+        cached = bucket.tokens
+        for token in tokens:
+            mask = cached.get(token)
+            found |= bucket.token_mask(token) if mask is None else mask
+        while found:
+            lowest = found & -found
+            found ^= lowest
+            literal, fold, regex, twins, rule = entries[lowest.bit_length() - 1]
             if fold:
                 if literal and literal not in folded:
                     continue
@@ -215,23 +224,18 @@ class RuleSet:
     def _bucket(self, key: str) -> _Bucket:
         members = [i for i, c in enumerate(self._compiled)
                    if c.prefixes is None or any(key.startswith(p) for p in c.prefixes)]
-        always: list[int] = []
-        index: dict[str, dict[str, list[int]]] = {"w": {}, "p": {}, "s": {}}
+        always = 0
+        index: dict[str, dict[str, int]] = {"w": {}, "p": {}, "s": {}}
         for i in members:
             c = self._compiled[i]
             if not c.ascii_ok:
                 continue
             if c.keys is None:
-                always.append(i)
+                always |= 1 << i
                 continue
             for kind, word in c.keys:
-                index[kind].setdefault(word, []).append(i)
-
-        def freeze(table: dict[str, list[int]]) -> dict[str, tuple[int, ...]]:
-            return {k: tuple(v) for k, v in table.items()}
-
-        bucket = _Bucket(tuple(always), freeze(index["w"]), freeze(index["p"]),
-                         freeze(index["s"]), tuple(members))
+                index[kind][word] = index[kind].get(word, 0) | 1 << i
+        bucket = _Bucket(always, index["w"], index["p"], index["s"], tuple(members))
         if len(self._buckets) >= _MAX_BUCKETS:
             self._buckets.clear()
         self._buckets[key] = bucket
@@ -248,6 +252,9 @@ _COMMON_TEXT = (
     "sender error failed failure please see more information requested action denied "
     "access com net org www http https 550 554 553 552 551 450 451 452 421 5 4 0 1 2 3 7")
 _COMMON_WORDS = frozenset(_COMMON_TEXT.split())
+# Word starts and ends as common as the common words themselves.
+_COMMON_HEADS = frozenset(w[:3] for w in _COMMON_WORDS if len(w) >= 3)
+_COMMON_TAILS = frozenset(w[-3:] for w in _COMMON_WORDS if len(w) >= 3)
 
 def _analyse(rule: Rule) -> _Compiled:
     """Find the constraints of a rule (conservatively: when in doubt, no constraint)."""
@@ -479,9 +486,11 @@ def _text_keys(text: str, left: bool, right: bool) -> _KeySet | None:
             score = 1.0 if word in _COMMON_WORDS else 4.0 + len(word)
             found: _KeySet | None = (score, {("w", word)})
         elif bounded_left and len(word) >= 3:
-            found = (3.5 + min(len(word), 8) / 10, {("p", word[:3])})
+            score = 0.5 if word[:3] in _COMMON_HEADS else 3.5 + min(len(word), 8) / 10
+            found = (score, {("p", word[:3])})
         elif bounded_right and len(word) >= 3:
-            found = (3.0 + min(len(word), 8) / 10, {("s", word[-3:])})
+            score = 0.5 if word[-3:] in _COMMON_TAILS else 3.0 + min(len(word), 8) / 10
+            found = (score, {("s", word[-3:])})
         else:
             found = None
         best = _better(best, found)
