@@ -12,6 +12,8 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bounce.accuracy import DEFAULT_CORPUS
 from bounce.classifier import ReplyClassifier
@@ -19,13 +21,13 @@ from bounce.message import MessageAnalyser
 from bounce.reply import parse_reply
 
 
-def _rate(work: list[object], run: object, seconds: float) -> float:
+def _rate(work: Sequence[Any], run: Callable[[Any], object], seconds: float) -> float:
     best = 0.0
     for _ in range(3):
         done, started = 0, time.process_time()
         while time.process_time() - started < seconds:
             for item in work:
-                run(item)  # type: ignore[operator]
+                run(item)
             done += len(work)
         best = max(best, done / (time.process_time() - started))
     return best
@@ -48,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     analyser = MessageAnalyser(classifier)
     messages = [p.read_bytes() for p in sorted((DEFAULT_CORPUS / "messages").glob("*.eml"))]
     message_rate = _rate(messages, analyser.analyse, seconds)
-    print(json.dumps({"rules": len(classifier.ruleset), "compile_seconds": round(compile_seconds, 3),
-                      "replies": len(replies), "replies_per_second": round(reply_rate),
-                      "messages": len(messages), "messages_per_second": round(message_rate)}))
+    print(json.dumps({
+        "rules": len(classifier.ruleset), "compile_seconds": round(compile_seconds, 3),
+        "replies": len(replies), "replies_per_second": round(reply_rate),
+        "messages": len(messages), "messages_per_second": round(message_rate)}))
     return 0
 
 
