@@ -37,6 +37,7 @@ from petrel.faults import fault_point
 from petrel.ids import id_timestamp_ms, is_message_id
 from petrel.routing import Router
 from petrel.v1 import common_pb2, scheduler_pb2, spool_pb2_grpc
+from scheduler import tracing
 from scheduler.outcomes import (
     Outcome,
     Record,
@@ -372,6 +373,7 @@ class Scheduler:
             self._in_flight[task.task_id] = flight
             worker.tasks[task.task_id] = flight
             worker.outbox.put_nowait(task)
+            tracing.dispatched(task, worker.id)
             self.dispatched += 1
 
     def _make_task(self, job: Job) -> scheduler_pb2.DeliveryTask | None:
@@ -458,6 +460,8 @@ class Scheduler:
             planned.append((job, outcome))
             records.extend(outcome.records)
         await self._write_events(records)
+        for job, outcome in planned:
+            tracing.dispositions(metas[job.message.id], outcome.records)
         pending: dict[str, bool] = {}
         now = now_ms()
         for job, outcome in planned:

@@ -19,6 +19,7 @@ import grpc
 from petrel.ids import is_message_id
 from petrel.rpc import abort_invalid
 from petrel.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+from scheduler import tracing
 from scheduler.core import Scheduler, Worker
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             if problem is not None:
                 response.status.CopyFrom(problem)
             else:
-                self._scheduler.enqueue(request.meta)
+                with tracing.enqueue_span(request.meta) as span:
+                    if not self._scheduler.enqueue(request.meta):
+                        span.set_attribute("petrel.already_queued", True)
             yield response
 
     async def Dispatch(self, request_iterator: AsyncIterator[scheduler_pb2.DispatchRequest],
