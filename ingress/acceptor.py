@@ -16,13 +16,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ingress import tracing
+from ingress import metrics, tracing
 from ingress.enqueuer import Enqueuer
 from ingress.message import Stamp, prepare_message
 from ingress.spool_writer import SpoolWriter
 from petrel import ids, telemetry
 from petrel.events import EventLog, make_record, trace_id_of
 from petrel.faults import fault_point
+from petrel.metrics import observe
 from petrel.routing import normalize_domain
 from petrel.v1 import common_pb2
 
@@ -150,16 +151,19 @@ class Acceptor:
                 size=len(prepared.content), trace_context=carrier, meta=sub.meta,
                 reception_protocol=sub.reception_protocol, peer_address=sub.peer_ip,
                 idempotency_key=sub.idempotency_key)
+            started = time.perf_counter()
             with tracing.step("spool write"):
                 stored = await self._spool.put(meta, prepared.content)
-            fault_point("ingress.after_store")
             trace_id = trace_id_of(carrier)
+            observe(metrics.SPOOL_WRITE_SECONDS, time.perf_counter() - started, trace_id)
+            fault_point("ingress.after_store")
             if stored.duplicate:
                 span.set_attributes({"messaging.message.id": stored.id,
                                      "petrel.duplicate": True})
                 log.info("duplicate of %s (idempotency key)", stored.id,
                          extra={"message_id": stored.id})
                 return Accepted(stored.id, duplicate=True)
+            metrics.received(sub.reception_protocol, len(sub.recipients))
             await asyncio.gather(self._enqueue(meta), self._log_reception(meta))
             log.debug("accepted %s", message_id, extra={"message_id": message_id,
                                                         "trace_id": trace_id})

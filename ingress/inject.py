@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from ingress import trace
+from ingress import metrics, trace
 from ingress.acceptor import Accepted, Acceptor, Submission
 from ingress.message import InvalidMessage
 from ingress.spool_writer import StoreFailed
@@ -38,6 +39,7 @@ from ingress.validation import FieldError, validate_inject
 from petrel import telemetry
 from petrel.config import IngressConfig
 from petrel.events import trace_id_of
+from petrel.metrics import observe
 from petrel.rpc import abort_invalid
 from petrel.v1 import common_pb2, ingress_pb2, ingress_pb2_grpc
 
@@ -86,11 +88,36 @@ class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
             idempotency_key=request.idempotency_key,
             trace_context=given or {})
 
+    async def _accept(self, request: ingress_pb2.InjectMessageRequest,
+                      context: grpc.aio.ServicerContext) -> Accepted:
+        """``Acceptor.accept`` of the request, counted: its duration, or why it failed."""
+        started = time.perf_counter()
+        protocol = request.reception_protocol or "GRPC"
+        try:
+            accepted = await self._acceptor.accept(self._submission(request, context))
+        except FieldError:
+            metrics.rejected(protocol, "invalid_request", permanent=True)
+            raise
+        except InvalidMessage:
+            metrics.rejected(protocol, "invalid_content", permanent=True)
+            raise
+        except StoreFailed as exc:
+            full = exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            metrics.rejected(protocol, "spool_full" if full else "spool_unavailable",
+                             permanent=False)
+            raise
+        except Exception:
+            metrics.rejected(protocol, "local_error", permanent=False)
+            raise
+        observe(metrics.TRANSACTION_SECONDS.labels(metrics.protocol_label(protocol)),
+                time.perf_counter() - started, accepted.trace_id)
+        return accepted
+
     async def InjectMessage(self, request: ingress_pb2.InjectMessageRequest,
                             context: grpc.aio.ServicerContext
                             ) -> ingress_pb2.InjectMessageResponse:
         try:
-            accepted = await self._acceptor.accept(self._submission(request, context))
+            accepted = await self._accept(request, context)
         except FieldError as exc:
             await abort_invalid(context, exc.field, exc.message)
             raise AssertionError("unreachable") from exc
@@ -111,7 +138,7 @@ class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
                    context: grpc.aio.ServicerContext) -> ingress_pb2.InjectMessageResponse:
         seq = request.seq
         try:
-            accepted = await self._acceptor.accept(self._submission(request, context))
+            accepted = await self._accept(request, context)
         except FieldError as exc:
             return ingress_pb2.InjectMessageResponse(
                 seq=seq, status=_status(grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ingress import metrics
 from ingress.acceptor import Acceptor
 from ingress.enqueuer import Enqueuer
 from ingress.inject import InjectServicer
@@ -18,6 +19,7 @@ from ingress.smtp import SmtpListener
 from ingress.spool_writer import SpoolWriter
 from petrel.config import Config, split_hostport
 from petrel.events import EventLog
+from petrel.metrics import ready_fields
 from petrel.rpc import create_channel, create_server, set_serving
 from petrel.runtime import print_ready, run_service
 from petrel.v1 import ingress_pb2, ingress_pb2_grpc
@@ -45,7 +47,7 @@ class Ingress:
         self._scheduler_channel = create_channel(config.scheduler.address)
         self.spool = SpoolWriter(self._spool_channel, cfg.spool_deadline)
         self.enqueuer = Enqueuer(self._scheduler_channel, cfg.enqueue_deadline)
-        self.events = EventLog(config.events_dir, "ingress")
+        self.events = EventLog.from_config(config, "ingress")
         self.acceptor = Acceptor(cfg.hostname, self.spool, self.enqueuer, self.events)
         self.smtp = SmtpListener(cfg, self.acceptor)
         self.server, self.health, grpc_port = create_server(cfg.grpc_listen, [
@@ -80,11 +82,16 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
     ingress = Ingress(config)
     await ingress.start()
-    print_ready("ingress", smtp=ingress.smtp_address, grpc=ingress.grpc_address)
+    metrics.bind(lambda: len(ingress.smtp.connections), lambda: ingress.enqueuer.backlog)
+    metrics_server = metrics.serve_metrics(config.ingress.metrics_listen)
+    print_ready("ingress", smtp=ingress.smtp_address, grpc=ingress.grpc_address,
+                **ready_fields(metrics_server))
     log.info("ingress listening: smtp %s, grpc %s", ingress.smtp_address, ingress.grpc_address)
     await stop.wait()
     log.info("ingress stopping")
     await ingress.stop()
+    if metrics_server is not None:
+        metrics_server.close()
 
 
 def main(config: Config) -> None:

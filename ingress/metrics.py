@@ -26,6 +26,7 @@ _REPLY_REASONS = {
     smtp_replies.TOO_MANY_RECIPIENTS: "too_many_recipients",
     smtp_replies.BARE_LINE_ENDING: "bare_line_ending",
     smtp_replies.SPOOL_UNAVAILABLE: "spool_unavailable",
+    smtp_replies.SPOOL_FULL: "spool_full",
     smtp_replies.BAD_SENDER_SYNTAX: "bad_sender",
     smtp_replies.BAD_RECIPIENT_SYNTAX: "bad_recipient",
     smtp_replies.NO_RECIPIENTS: "no_recipients",
@@ -36,7 +37,7 @@ _REPLY_REASONS = {
     smtp_replies.LINE_TOO_LONG: "line_too_long",
 }
 REASONS = (*sorted(set(_REPLY_REASONS.values())), "auth_failed", "invalid_request",
-           "spool_full", "protocol")
+           "protocol")
 
 MESSAGES_RECEIVED = METRICS.counter(
     "petrel_ingress_messages_received",

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
+from ingress import metrics
 from ingress.acceptor import Acceptor, Submission
 from ingress.addresses import is_valid_mailbox
 from ingress.message import InvalidMessage, has_bare_line_ending
@@ -85,6 +86,7 @@ class SmtpHandler:
         self.storing: set[Session] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        self.transactions = metrics.TransactionClock()
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -107,6 +109,7 @@ class SmtpHandler:
             return smtp_replies.BAD_SENDER_SYNTAX
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        self.transactions.start(envelope)
         return smtp_replies.SENDER_OK
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
@@ -151,6 +154,7 @@ class SmtpHandler:
             self.storing.discard(session)
             if not self.storing:
                 self.idle.set()
+        self.transactions.finish(envelope, accepted.trace_id)
         return smtp_replies.queued(accepted.id)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -183,6 +187,7 @@ class PetrelSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._connections.add(self)
+        metrics.SMTP_CONNECTIONS.inc()
 
     @contextlib.contextmanager
     def _handling(self, verb: str) -> Iterator[None]:
@@ -195,6 +200,7 @@ class PetrelSMTP(SMTP):
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = normalize_reply(status, self._verb)
+            metrics.smtp_reply(status)
         await super().push(status)
 
     @syntax("EHLO hostname")

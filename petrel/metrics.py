@@ -239,6 +239,11 @@ class MetricsServer:
         self.httpd.server_close()
 
 
+def ready_fields(server: MetricsServer | None) -> dict[str, str]:
+    """What a service adds to its ready line: ``{"metrics": HOST:PORT}`` when serving."""
+    return {"metrics": server.address} if server is not None else {}
+
+
 def serve_metrics(listen: str, metrics: ServiceMetrics) -> MetricsServer | None:
     """Serve ``metrics`` on ``HOST:PORT`` (any path; port 0 picks a free one). ``""`` serves
     nothing. A port that cannot be bound is logged and the service runs on without metrics:
