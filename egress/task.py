@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from egress import metrics
+from egress import metrics, tracing
 from egress.clients import BodyUnavailable
 from egress.delivery import Attempt
 from egress.replies import BODY_NOT_FOUND, BODY_UNAVAILABLE, outcome_of, to_proto
@@ -94,6 +94,12 @@ class TaskRunner:
         self.egress_source = egress_source
 
     async def run(self, task: scheduler_pb2.DeliveryTask) -> scheduler_pb2.DeliveryResult:
+        with tracing.deliver_span(task) as span:
+            result = await self._run(task)
+            tracing.annotate(span, result)
+            return result
+
+    async def _run(self, task: scheduler_pb2.DeliveryTask) -> scheduler_pb2.DeliveryResult:
         extra = {"message_id": task.message_id, "trace_id": trace_id_of(task.trace_context),
                  "queue": task.queue}
         started = time.monotonic()
@@ -106,7 +112,7 @@ class TaskRunner:
         finally:
             metrics.IN_FLIGHT.dec()
         failures = failed_replies(attempt)
-        classifications = await self.classifier.classify(failures) if failures else []
+        classifications = await self._classify(failures) if failures else []
         result = build_result(task, attempt, classifications, self.egress_source)
         outcomes = [OUTCOME_LABELS[recipient.outcome] for recipient in result.recipients]
         for outcome in outcomes:
@@ -120,6 +126,10 @@ class TaskRunner:
                  time.monotonic() - started, extra={**extra, "site": attempt.site,
                                                      "peer": attempt.peer})
         return result
+
+    async def _classify(self, failures: Sequence[Reply]) -> list[str]:
+        with tracing.classify_span(len(failures)):
+            return await self.classifier.classify(failures)
 
     async def _attempt(self, task: scheduler_pb2.DeliveryTask,
                        extra: dict[str, str]) -> Attempt:
