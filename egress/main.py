@@ -14,6 +14,9 @@ import logging
 import os
 import socket
 
+import grpc
+from grpc_health.v1 import health as grpc_health
+
 from egress.clients import BounceClassifier, SpoolBodies
 from egress.delivery import SmtpDeliverer
 from egress.metrics import serve_metrics
@@ -23,7 +26,7 @@ from egress.task import TaskRunner
 from egress.worker import DispatchWorker
 from petrel.config import Config
 from petrel.routing import Router
-from petrel.rpc import create_channel
+from petrel.rpc import create_channel, create_server, set_serving
 from petrel.runtime import print_ready, run_service
 from petrel.v1 import scheduler_pb2_grpc
 
@@ -59,10 +62,14 @@ async def serve(stop: asyncio.Event, config: Config, *,
     worker = DispatchWorker(scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel),
                             runner.run, worker_id, egress.max_inflight, drain_timeout)
     pool.start()
+    health = await start_health_server(egress.listen) if egress.listen else None
     print_ready("egress", worker_id=worker_id, scheduler=config.scheduler.address)
     try:
         await worker.run(stop)
     finally:
+        if health is not None:
+            await set_serving(health[1], [], False)
+            await health[0].stop(0)
         await pool.close()
         await bodies.close()
         for channel in (scheduler_channel, spool_channel, bounce_channel):
@@ -70,6 +77,15 @@ async def serve(stop: asyncio.Event, config: Config, *,
                 await channel.close()
     log.info("egress %s stopped: %d results sent, %d dropped", worker_id,
              worker.results_sent, worker.results_dropped)
+
+
+async def start_health_server(listen: str
+                              ) -> tuple[grpc.aio.Server, grpc_health.aio.HealthServicer]:
+    """The optional gRPC health endpoint (``egress.listen``), SERVING until ``serve`` ends."""
+    server, health, _ = create_server(listen, [])
+    await server.start()
+    await set_serving(health, [], True)
+    return server, health
 
 
 def main(config: Config) -> None:

@@ -38,9 +38,21 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, config: Config, env: dict[str, str], egress_replicas: int = 1) -> None:
+    """Runs ``children`` (default: every service of ``petrel up``) until SIGTERM/SIGINT.
+
+    Hooks for other layouts (``petrel topology``): pass ``children``, override ``_after_start``
+    (called once per child during the initial start, in order) and ``announcement``.
+    """
+
+    def __init__(self, config: Config, env: dict[str, str], egress_replicas: int = 1,
+                 children: list[Child] | None = None) -> None:
         self.config = config
-        self.children: list[Child] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        if children is not None:
+            self.children = children
+            return
+        self.children = []
         for name in START_ORDER:
             replicas = egress_replicas if name == "egress" else 1
             for index in range(replicas):
@@ -49,8 +61,6 @@ class Supervisor:
                 if name == "egress":
                     child_env.setdefault("PETREL_EGRESS__WORKER_ID", label)
                 self.children.append(Child(label, [sys.executable, "-m", name], child_env))
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
@@ -58,8 +68,12 @@ class Supervisor:
         run_dir = Path(self.config.data_dir) / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         for child in self.children:
+            if self._stopping.is_set():
+                break
             self._start(child)
-        self._announce()
+            self._after_start(child)
+        if not self._stopping.is_set():
+            self._announce()
         while not self._stopping.wait(0.2):
             for child in self.children:
                 self._check(child)
@@ -101,9 +115,20 @@ class Supervisor:
         child.restarts += 1
         self._start(child)
 
+    def _after_start(self, child: Child) -> None:
+        """Called after ``child`` was first started, before the next one starts."""
+
+    def stop(self) -> None:
+        """Ask ``run`` to stop every child and return (thread-safe)."""
+        self._stopping.set()
+
     def _announce(self) -> None:
+        print(json.dumps(self.announcement()), flush=True)
+
+    def announcement(self) -> dict[str, object]:
+        """The JSON object printed once every child was started."""
         c = self.config
-        print(json.dumps({
+        return {
             "petrel": "up",
             "smtp": c.ingress.smtp_listen,
             "http": c.gateway.http_listen,
@@ -112,7 +137,7 @@ class Supervisor:
             "scheduler": c.scheduler.address,
             "bounce": c.bounce.address,
             "data_dir": str(Path(c.data_dir).resolve()),
-        }), flush=True)
+        }
 
     def _stop_all(self) -> None:
         for child in reversed(self.children):
