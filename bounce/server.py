@@ -18,6 +18,7 @@ import grpc
 from bounce import metrics
 from bounce.classifier import ReplyClassifier
 from bounce.message import MessageAnalyser, MessageResult
+from petrel import telemetry
 from petrel.rpc import abort_invalid
 from petrel.v1 import bounce_pb2, bounce_pb2_grpc
 
@@ -26,6 +27,7 @@ MAX_REPLIES = 10_000
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # Batches up to this size are classified inline (well under a millisecond).
 INLINE_REPLIES = 64
+_tracer = telemetry.tracer("petrel.bounce")
 
 
 class BounceServicer(bounce_pb2_grpc.BounceServiceServicer):
@@ -41,10 +43,14 @@ class BounceServicer(bounce_pb2_grpc.BounceServiceServicer):
             await abort_invalid(context, "replies",
                                 f"{count} replies in one request, at most {MAX_REPLIES}")
         started = time.perf_counter()
-        if count <= INLINE_REPLIES:
-            response = self._classify_replies(request)
-        else:
-            response = await asyncio.to_thread(self._classify_replies, request)
+        with _tracer.start_as_current_span("classify", attributes={"petrel.replies": count}
+                                           ) as span:
+            if count <= INLINE_REPLIES:
+                response = self._classify_replies(request)
+            else:
+                response = await asyncio.to_thread(self._classify_replies, request)
+            span.set_attribute("petrel.bounce.categories", sorted(
+                {c.category for c in response.classifications}))
         metrics.CLASSIFY_SECONDS.labels("ClassifyReplies").observe(
             time.perf_counter() - started)
         return response
@@ -71,7 +77,11 @@ class BounceServicer(bounce_pb2_grpc.BounceServiceServicer):
             await abort_invalid(context, "message",
                                 f"{size} bytes, at most {MAX_MESSAGE_BYTES}")
         started = time.perf_counter()
-        result = await asyncio.to_thread(self.analyser.analyse, request.message)
+        with _tracer.start_as_current_span("classify message",
+                                           attributes={"petrel.message.size": size}) as span:
+            result = await asyncio.to_thread(self.analyser.analyse, request.message)
+            span.set_attributes({"petrel.bounce.kind": result.kind,
+                                 "petrel.bounce.category": result.category})
         metrics.CLASSIFY_SECONDS.labels("ClassifyMessage").observe(
             time.perf_counter() - started)
         metrics.MESSAGES.labels(result.kind).inc()
