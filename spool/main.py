@@ -9,9 +9,11 @@ import logging
 from grpc_health.v1 import health
 
 from petrel.config import Config, split_hostport
+from petrel.metrics import ready_fields
 from petrel.rpc import create_server, set_serving
 from petrel.runtime import print_ready, run_service
 from petrel.v1 import spool_pb2_grpc
+from spool import metrics
 from spool.backend import open_backend
 from spool.server import SERVICE_NAME, SpoolServicer
 from spool.store import FreeSpaceGuard, Spool
@@ -51,8 +53,10 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         await set_serving(health_servicer, [SERVICE_NAME], True)
         host, _ = split_hostport(config.spool.listen)
         location = str(config.spool_path) if backend.name == "rocksdb" else ""
+        metrics.bind(backend.count, config.spool_path if backend.name == "rocksdb" else None)
+        metrics_server = metrics.serve_metrics(config.spool.metrics_listen)
         print_ready("spool", grpc=f"{host}:{port}", backend=backend.name, path=location,
-                    messages=backend.count())
+                    messages=backend.count(), **ready_fields(metrics_server))
         log.info("spool serving on %s:%d (%s, %d messages)", host, port, backend.name,
                  backend.count())
         watcher = asyncio.create_task(_watch_health(spool, health_servicer, HEALTH_INTERVAL))
@@ -62,6 +66,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
             await watcher
         await set_serving(health_servicer, [SERVICE_NAME], False)
         await server.stop(STOP_GRACE)
+        if metrics_server is not None:
+            metrics_server.close()
     finally:
         await spool.close()
     log.info("spool closed (%d commits, %d writes)", spool.commits, spool.committed_writes)

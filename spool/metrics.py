@@ -7,13 +7,15 @@ Labels are fixed sets: ``op`` names a write operation (put, replace_meta, remove
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from petrel import metrics as petrel_metrics
 from petrel.metrics import FAST_BUCKETS, MetricsServer, ServiceMetrics
+from spool.backend import Op, PutOp, RemoveOp, ReplaceMetaOp
 
 METRICS = ServiceMetrics("spool")
+_OP_NAMES: dict[type, str] = {PutOp: "put", ReplaceMetaOp: "replace_meta", RemoveOp: "remove"}
 WRITE_OPS = ("put", "replace_meta", "remove")
 READ_OPS = ("get", "scan")
 ERROR_OPS = ("write", "read", "scan", "health")
@@ -41,6 +43,10 @@ STORED_MESSAGES = METRICS.gauge("petrel_spool_stored_messages", "Messages in the
 DISK_USAGE = METRICS.gauge(
     "petrel_spool_disk_usage_bytes",
     "Size of the spool's files on disk, sampled at each scrape (0 for the memory backend).")
+FREE_SPACE = METRICS.gauge(
+    "petrel_spool_filesystem_free_bytes",
+    "Free space for the spool on its filesystem (new messages are refused below "
+    "spool.min_free_bytes; 0 for the memory backend).")
 
 
 def describe() -> ServiceMetrics:
@@ -72,8 +78,26 @@ def directory_size(path: Path) -> int:
     return total
 
 
+def free_space(path: Path) -> int:
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
+
+
+def committed(ops: Sequence[Op], seconds: float) -> None:
+    """One group commit of ``ops`` succeeded in ``seconds``."""
+    COMMITS.inc()
+    BATCH_OPERATIONS.observe(len(ops))
+    COMMIT_SECONDS.observe(seconds)
+    for op in ops:
+        WRITES.labels(_OP_NAMES[type(op)]).inc()
+
+
 def bind(stored_messages: Callable[[], int], path: Path | None) -> None:
     """Read the live gauges from the running spool; ``path`` is its directory (None: in
     memory)."""
     STORED_MESSAGES.set_function(stored_messages)
     DISK_USAGE.set_function((lambda: directory_size(path)) if path is not None else lambda: 0)
+    FREE_SPACE.set_function((lambda: free_space(path)) if path is not None else lambda: 0)

@@ -21,6 +21,7 @@ import grpc
 
 from petrel.batching import GroupCommitter
 from petrel.faults import fault_point
+from spool import metrics
 from spool.backend import Op, OpResult, PutOp, SpoolBackend, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,14 @@ class Spool:
 
     async def _flush(self, ops: list[Op]) -> list[OpResult]:
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._writer, self.backend.write, ops)
         except Exception as exc:
+            metrics.ERRORS.labels("write").inc()
             log.warning("spool write of %d operations failed: %s", len(ops), exc)
             raise
+        metrics.committed(ops, time.perf_counter() - started)
         fault_point("spool.after_commit")
         return results
 
@@ -97,15 +101,29 @@ class Spool:
 
     async def get(self, message_id: str, want_body: bool = True) -> StoredMessage | None:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self.backend.get, message_id, want_body)
+        metrics.READS.labels("get").inc()
+        try:
+            return await loop.run_in_executor(self._readers, self.backend.get, message_id,
+                                              want_body)
+        except Exception:
+            metrics.ERRORS.labels("read").inc()
+            raise
 
     async def scan(self, after_id: str, limit: int) -> list[tuple[str, bytes]]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self.backend.scan, after_id, limit)
+        metrics.READS.labels("scan").inc()
+        try:
+            return await loop.run_in_executor(self._readers, self.backend.scan, after_id, limit)
+        except Exception:
+            metrics.ERRORS.labels("scan").inc()
+            raise
 
     async def healthy(self) -> bool:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self.backend.health)
+        healthy = await loop.run_in_executor(self._readers, self.backend.health)
+        if not healthy:
+            metrics.ERRORS.labels("health").inc()
+        return healthy
 
     def count(self) -> int:
         return self.backend.count()
