@@ -41,4 +41,6 @@ def parse_fields(text: str) -> list[Field]:
         else:
             current = None
     flush()
+    while out and out[-1] is None:
+        out.pop()
     return out

@@ -211,6 +211,9 @@ class MessageAnalyser:
             result = self._jmrp(msg)
         elif reports and (dsn := self._dsn(msg, reports, note, original)) is not None:
             result = dsn
+            if not parts.dsn:
+                # Delivery-status fields written as text: a prose bounce that quotes them.
+                result.kind = "text-bounce"
         else:
             inner = self._forwarded(msg, parts, text, depth)
             if inner is not None:

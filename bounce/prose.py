@@ -23,12 +23,12 @@ from bounce.reply import ParsedReply, parse_reply
 # Lines after which a bounce quotes the message it returns.
 _CUT = re.compile(
     r"^[ \t>]*(?:"
-    r"[-=*_#]{2,}.{0,20}\b(?:copy of (?:the|your) message|original message|returned message"
+    r"[-=*_#]{2,}.{0,40}\b(?:copy of (?:the|your) message|original message|returned message"
     r"|unsent message|undelivered message|message text|headers? of the original"
     r"|original headers|header of the original|rfc822|message follows|text of your message"
     r"|your message follows|message header|the message follows)"
-    r"|original message headers:"
-    r"|below (?:this line )?is a copy of (?:the )?(?:original )?message"
+    r"|(?:[-=*_#]{2,}[ \t]*)?original message headers:"
+    r"|(?:[-=*_#]{2,}[ \t]*)?below (?:this line )?is a copy of (?:the )?(?:original )?message"
     r"|the original message was:"
     r"|original message follows"
     r"|content-type: (?:message/rfc822|text/rfc822-headers)"
@@ -259,7 +259,7 @@ def _reply_text(text: str, start: int, line_start: int) -> str:
             break
         lines.append(stripped)
         position = end + 1
-    joined = " ".join(part.strip() for part in lines)
+    joined = "\n".join(part.strip() for part in lines)
     joined = _IN_REPLY_TO.sub("", joined).strip().rstrip("'\"#").strip()
     return re.sub(r"\s*#+\s*$", "", joined)
 
