@@ -37,7 +37,7 @@ from petrel.faults import fault_point
 from petrel.ids import id_timestamp_ms, is_message_id
 from petrel.routing import Router
 from petrel.v1 import common_pb2, scheduler_pb2, spool_pb2_grpc
-from scheduler import tracing
+from scheduler import metrics, tracing
 from scheduler.outcomes import (
     Outcome,
     Record,
@@ -179,6 +179,8 @@ class Scheduler:
         self._spawn(self._finisher(), "finisher")
         self._spawn(self._sweeper(), "task-timeouts")
         self._spawn(self._rebuild_then_reconcile(), "rebuild")
+        self._spawn(metrics.QueueSampler(self.queued_messages).run(), "metrics-sampler")
+        metrics.bind(lambda: self.in_flight_count, lambda: self.worker_count)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop dispatching, give outstanding tasks ``grace`` seconds to report, then up to
@@ -220,7 +222,10 @@ class Scheduler:
 
     def enqueue(self, meta: common_pb2.MessageMeta) -> bool:
         """Queue a message stored by ingress; False when it was already known (no-op)."""
-        return self._add(meta, from_spool=False)
+        added = self._add(meta, from_spool=False)
+        if added:
+            metrics.ENQUEUED.labels("enqueue").inc()
+        return added
 
     def _add(self, meta: common_pb2.MessageMeta, *, from_spool: bool) -> bool:
         if self.knows(meta.id):
@@ -256,6 +261,18 @@ class Scheduler:
     @property
     def message_count(self) -> int:
         return len(self._messages)
+
+    def queued_messages(self) -> list[Message]:
+        """Every queued message, as of now (for sampling)."""
+        return list(self._messages.values())
+
+    @property
+    def in_flight_count(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def worker_count(self) -> int:
+        return len(self._workers)
 
     # -- scheduled -> ready -----------------------------------------------------------------
 
@@ -336,6 +353,7 @@ class Scheduler:
         for flight in flights:
             self._in_flight.pop(flight.task_id, None)
             self._put_back(flight.job)
+        metrics.TASKS_REQUEUED.labels("worker_lost").inc(len(flights))
         log.info("worker %s gone; %d tasks put back", worker.id, len(flights))
         self._progress.set()
         self._pump()
@@ -375,6 +393,7 @@ class Scheduler:
             worker.outbox.put_nowait(task)
             tracing.dispatched(task, worker.id)
             self.dispatched += 1
+            metrics.TASKS_DISPATCHED.inc()
 
     def _make_task(self, job: Job) -> scheduler_pb2.DeliveryTask | None:
         meta = job.message.parse()
@@ -417,6 +436,7 @@ class Scheduler:
                             self.config.task_timeout, extra={"message_id": flight.job.message.id})
                 self._put_back(flight.job)
             if expired:
+                metrics.TASKS_REQUEUED.labels("timeout").inc(len(expired))
                 self._progress.set()
                 self._pump()
 
@@ -460,8 +480,10 @@ class Scheduler:
             planned.append((job, outcome))
             records.extend(outcome.records)
         await self._write_events(records)
+        recorded_ms = now_ms()
         for job, outcome in planned:
             tracing.dispositions(metas[job.message.id], outcome.records)
+            metrics.record_outcomes(outcome.records, job.message.created_ms, recorded_ms)
         pending: dict[str, bool] = {}
         now = now_ms()
         for job, outcome in planned:
@@ -529,6 +551,8 @@ class Scheduler:
                 log.warning("rebuild from the spool failed (%s); retrying", exc)
                 await backoff.wait()
         self._reconcile_from_ms = started - RECONCILE_SLACK_MS
+        metrics.REBUILD_SECONDS.set((now_ms() - started) / 1000)
+        metrics.ENQUEUED.labels("rebuild").inc(added)
         log.info("queues rebuilt: %d messages from the spool, %d known in all", added,
                  len(self._messages))
         self.rebuilt.set()
@@ -551,6 +575,7 @@ class Scheduler:
             return 0
         self._reconcile_from_ms = started - RECONCILE_SLACK_MS
         if added:
+            metrics.ENQUEUED.labels("reconcile").inc(added)
             log.warning("reconcile queued %d messages that were never enqueued", added)
         return added
 
