@@ -36,6 +36,8 @@ from gateway.models import (
 )
 from gateway.templating import TemplateSyntaxProblem
 from gateway.tracecontext import valid_traceparent, valid_tracestate
+from gateway.tracing import TracingMiddleware
+from petrel import telemetry
 from petrel.config import Config
 from petrel.ids import is_message_id
 from petrel.v1 import scheduler_pb2, spool_pb2
@@ -90,8 +92,12 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
             raise ApiError(422, str(exc), exc.field, line=exc.line) from exc
         except RequestProblem as exc:
             raise ApiError(400, str(exc), exc.field) from exc
-        traceparent = valid_traceparent(request.headers.get("traceparent"))
-        tracestate = valid_tracestate(request.headers.get("tracestate")) if traceparent else ""
+        # The request span (gateway.tracing) continues the caller's trace; ingress gets it.
+        carrier = telemetry.inject_carrier() or {
+            "traceparent": valid_traceparent(request.headers.get("traceparent")),
+            "tracestate": valid_tracestate(request.headers.get("tracestate"))}
+        traceparent = carrier.get("traceparent", "")
+        tracestate = carrier.get("tracestate", "") if traceparent else ""
         results = await inject_all(
             backends.inject, composer, sender=body.envelope_sender, tenant=body.tenant,
             campaign=body.campaign, deadline=deadline, traceparent=traceparent,
@@ -193,4 +199,5 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=config.gateway.request_body_limit,
                        read_timeout=deadline)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
+    app.add_middleware(TracingMiddleware, routes=routes)
     return app
