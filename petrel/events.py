@@ -6,20 +6,37 @@ site, size, response{code, enhanced_code, content}, num_attempts, bounce_classif
 timestamp, ...) plus Petrel's tenant, campaign and trace_id.
 
 ``EventLog.write`` returns only once the records are flushed and fsynced, so a caller may
-remove a message from the spool right after its final event was written.
+remove a message from the spool right after its final event was written. Files, rotation and
+retention: ``EventLog`` below and ``petrel.event_segments``; shipping to webhooks:
+``petrel.webhooks``; the whole story: docs/events.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from petrel.batching import GroupCommitter
+from petrel.event_segments import (
+    Segment,
+    complete_length,
+    first_needed_ms,
+    fsync_directory,
+    list_segments,
+    segment_filename,
+    stream_name,
+)
+
+if TYPE_CHECKING:
+    from petrel.config import Config
 
 RECORD_TYPES = (
     "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce",
@@ -85,13 +102,52 @@ def make_record(record_type: str, *, message_id: str, sender: str, recipient: st
 
 
 class EventLog:
-    """Append-only JSON-lines file ``<dir>/<name>.jsonl`` with group-committed fsync."""
+    """Append-only JSON-lines log of one writer, in segments
+    ``<dir>/<name>[.<instance>].<start_unix_ms>.jsonl`` (see ``petrel.event_segments``).
 
-    def __init__(self, directory: str | os.PathLike[str], name: str) -> None:
-        self.path = Path(directory) / f"{name}.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the log
+    ``write`` group-commits: records are written whole and fsynced before it returns. A new
+    segment starts before a write that would take the current one past ``max_file_bytes``, or
+    once it is ``max_file_age`` seconds old (0 disables either); a record is never split. After
+    a rotation, closed segments that ended more than ``retention`` seconds ago are deleted,
+    oldest first, unless a webhook named in ``webhooks`` has not shipped them yet. A restarted
+    writer drops an unfinished last line (never acknowledged) and appends to its newest segment.
+    Two live writers must not share a name and instance id.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], name: str, *, instance_id: str = "",
+                 max_file_bytes: int = 0, max_file_age: float = 0.0, retention: float = 0.0,
+                 webhooks: Sequence[str] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.directory = Path(directory)
+        self.stream = stream_name(name, instance_id)
+        self.max_file_bytes = max_file_bytes
+        self.max_file_age = max_file_age
+        self.retention = retention
+        self.webhooks = tuple(webhooks)
+        self._clock = clock
+        self._file: BinaryIO
+        self._segment: Segment
+        self._size = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._open_newest()
+        self._apply_retention()
         self._committer: GroupCommitter[bytes, None] = GroupCommitter(self._flush)
+
+    @classmethod
+    def from_config(cls, config: Config, name: str) -> EventLog:
+        """The log of service ``name`` as configured in ``[events]``."""
+        events = config.events
+        shipped = events.webhook_host != "none"
+        return cls(config.events_dir, name,
+                   instance_id=events.instance_id or socket.gethostname(),
+                   max_file_bytes=events.max_file_bytes, max_file_age=events.max_file_age,
+                   retention=events.retention,
+                   webhooks=[w.name for w in events.webhooks] if shipped else ())
+
+    @property
+    def path(self) -> Path:
+        """The segment being written."""
+        return self.directory / self._segment.filename
 
     async def write(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Append ``records``; returns once they are on disk."""
@@ -105,9 +161,63 @@ class EventLog:
         return [None] * len(chunks)
 
     def _write_sync(self, data: bytes) -> None:
+        now = self._clock()
+        if self._size and self._rotation_due(len(data), now):
+            self._file.close()
+            self._create_segment(now)
+            self._apply_retention()
         self._file.write(data)
         self._file.flush()
         os.fsync(self._file.fileno())
+        self._size += len(data)
+
+    def _rotation_due(self, incoming: int, now: float) -> bool:
+        if self.max_file_bytes and self._size + incoming > self.max_file_bytes:
+            return True
+        age = now - self._segment.start_ms / 1000
+        return bool(self.max_file_age) and age >= self.max_file_age
+
+    def _open_newest(self) -> None:
+        segments = list_segments(self.directory).get(self.stream)
+        if not segments:
+            self._create_segment(self._clock())
+            return
+        self._segment = segments[-1]
+        path = self.directory / self._segment.filename
+        self._file = open(path, "r+b")  # noqa: SIM115 - lives as long as the log
+        self._size = self._file.seek(0, os.SEEK_END)
+        complete = complete_length(self._file)
+        if complete < self._size:
+            # the tail of a write that crashed before its fsync returned: never acknowledged
+            self._file.truncate(complete)
+            os.fsync(self._file.fileno())
+            self._size = complete
+        self._file.seek(self._size)
+
+    def _create_segment(self, now: float) -> None:
+        existing = list_segments(self.directory).get(self.stream, [])
+        start_ms = max(int(now * 1000), existing[-1].start_ms + 1 if existing else 0)
+        while True:
+            self._segment = Segment(self.stream, start_ms, segment_filename(self.stream, start_ms))
+            try:
+                self._file = open(self.directory / self._segment.filename, "xb")  # noqa: SIM115
+                break
+            except FileExistsError:
+                start_ms += 1
+        self._size = 0
+        fsync_directory(self.directory)
+
+    def _apply_retention(self) -> None:
+        if self.retention <= 0:
+            return
+        segments = list_segments(self.directory).get(self.stream, [])
+        horizon_ms = (self._clock() - self.retention) * 1000
+        needed_ms = first_needed_ms(self.directory, self.webhooks, self.stream)
+        for segment, following in itertools.pairwise(segments):
+            if following.start_ms > horizon_ms or segment.start_ms >= needed_ms:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / segment.filename)
 
     async def close(self) -> None:
         await self._committer.close()
@@ -115,11 +225,17 @@ class EventLog:
 
 
 def read_events(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every record in every ``*.jsonl`` file of ``directory`` (tests and tools)."""
+    """Every record in every segment of ``directory``, stream by stream, oldest segment first
+    (tests and tools). An unfinished last line is left out."""
     records: list[dict[str, Any]] = []
-    for path in sorted(Path(directory).glob("*.jsonl")):
-        with open(path, "rb") as fh:
-            for line in fh:
+    streams = list_segments(directory)
+    for stream in sorted(streams):
+        for segment in streams[stream]:
+            try:
+                data = (Path(directory) / segment.filename).read_bytes()
+            except FileNotFoundError:
+                continue
+            for line in data[:data.rfind(b"\n") + 1].split(b"\n"):
                 if line.strip():
                     records.append(json.loads(line))
     return records

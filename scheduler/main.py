@@ -18,6 +18,7 @@ from petrel.routing import Router
 from petrel.rpc import create_channel, create_server, set_serving
 from petrel.runtime import print_ready, run_service
 from petrel.v1 import scheduler_pb2_grpc, spool_pb2_grpc
+from petrel.webhooks import Shipper
 from scheduler.core import Scheduler
 from scheduler.policy import RetryPolicy
 from scheduler.server import SERVICE_NAME, SchedulerServicer
@@ -34,6 +35,7 @@ class SchedulerApp:
         self.port = 0
         self._channel: grpc.aio.Channel | None = None
         self._events: EventLog | None = None
+        self._shipper: Shipper | None = None
         self._server: grpc.aio.Server | None = None
         self._scheduler: Scheduler | None = None
 
@@ -50,7 +52,7 @@ class SchedulerApp:
     async def start(self) -> None:
         """Listen and start rebuilding the queues from the spool (dispatch waits for it)."""
         self._channel = create_channel(self.config.spool.address)
-        self._events = EventLog(self.config.events_dir, "scheduler")
+        self._events = EventLog.from_config(self.config, "scheduler")
         self._scheduler = Scheduler(
             self.config.scheduler, spool_pb2_grpc.SpoolServiceStub(self._channel),
             Router(self.config.routing), self._events, policy=self._policy)
@@ -59,10 +61,16 @@ class SchedulerApp:
              SchedulerServicer(self._scheduler), SERVICE_NAME)])
         await self._server.start()
         await self._scheduler.start()
+        # the scheduler is the one instance in every deployment: it ships the webhooks
+        self._shipper = Shipper.from_config(self.config, "scheduler")
+        if self._shipper is not None:
+            self._shipper.start()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         if self._server is not None:
             await set_serving(self._health, [SERVICE_NAME], False)
+        if self._shipper is not None:
+            await self._shipper.stop()
         if self._scheduler is not None:
             await self._scheduler.stop(grace)
         if self._server is not None:
