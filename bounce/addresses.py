@@ -36,7 +36,13 @@ def clean_address(value: str) -> str:
     text = text.strip().strip("<>").strip()
     if text.lower().startswith("mailto:"):
         text = text[7:]
-    return text.strip("'\"` \t").rstrip(".,;:")
+    text = text.strip("'\"` \t").rstrip(".,;:")
+    if "@" in text and not ADDRESS.fullmatch(text):
+        # "user@example.com (John Doe)", "John <user@example.com>": the address inside.
+        found = next(find_addresses(text), None)
+        if found is not None:
+            return found[1]
+    return text
 
 
 def find_addresses(text: str) -> Iterator[tuple[int, str]]:

@@ -119,6 +119,8 @@ def bounce_score(msg: Message, text: str) -> int:
         score += 2
     if _BOUNCE_SUBJECT.search(header(msg, "Subject")):
         score += 1
+        if header(msg, "Auto-Submitted").lower().startswith("auto-"):
+            score += 1
     if header(msg, "X-Failed-Recipients"):
         score += 2
     if _BOUNCE_BANNER.search(text):

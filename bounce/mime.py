@@ -6,9 +6,12 @@ missing boundaries); everything here degrades to "best text we can get" instead 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
 import html
+import quopri
 import re
 from email.header import decode_header, make_header
 from email.message import Message
@@ -95,8 +98,24 @@ def report_block_text(part: Message) -> str:
                 if isinstance(body, str) and body.strip():
                     block += body
                 blocks.append(block)
-        return "\n".join(blocks).replace("\r\n", "\n")
+        return _undo_transfer_encoding(part, "\n".join(blocks)).replace("\r\n", "\n")
     return part_text(part)
+
+
+def _undo_transfer_encoding(part: Message, text: str) -> str:
+    """A report part that was base64 or quoted-printable encoded is parsed as garbage
+    header blocks by the email package; decode the text it kept."""
+    encoding = str(part.get("Content-Transfer-Encoding") or "").strip().lower()
+    try:
+        if encoding == "base64":
+            data = base64.b64decode("".join(text.split()), validate=False)
+        elif encoding == "quoted-printable":
+            data = quopri.decodestring(text.encode("latin-1", "replace"))
+        else:
+            return text
+    except (ValueError, binascii.Error):
+        return text
+    return data.decode("utf-8", "replace")
 
 
 class _TextExtractor(HTMLParser):

@@ -69,6 +69,11 @@ def parse_reply(raw: str) -> ParsedReply:
         if piece:
             parts.append(piece)
     body = _SPACES.sub(" ", " ".join(parts)).strip()
+    if code is not None:
+        # A multi-line reply folded into one line ("550-5.1.1 a 550-5.1.1 b 550 5.1.1 c").
+        repeated = (rf"{code}[ -]{re.escape(enhanced)}(?=\s|$)\s*" if enhanced
+                    else rf"{code}-(?=\S)")
+        body = re.sub(rf"(?:(?<=\s)|^){repeated}", "", body).strip()
     quoted = ""
     if not enhanced:
         found = _ENHANCED_ANY.search(body)

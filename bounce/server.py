@@ -61,7 +61,7 @@ class BounceServicer(bounce_pb2_grpc.BounceServiceServicer):
         for reply in request.replies:
             result = self.classifier.classify(reply.code or None, reply.enhanced_code.strip(),
                                               reply.text)
-            metrics.REPLIES.labels(result.category).inc()
+            metrics.REPLIES.labels(metrics.category_label(result.category)).inc()
             out.append(bounce_pb2.Classification(
                 category=result.category, status=result.status,
                 rule=result.rule.source if result.rule is not None else ""))
