@@ -19,12 +19,13 @@ from grpc_health.v1 import health as grpc_health
 
 from egress.clients import BounceClassifier, SpoolBodies
 from egress.delivery import SmtpDeliverer
-from egress.metrics import serve_metrics
+from egress.metrics import route_looked_up, serve_metrics
 from egress.pool import ConnectionPool
 from egress.session import SessionOptions
 from egress.task import TaskRunner
 from egress.worker import DispatchWorker
 from petrel.config import Config
+from petrel.metrics import ready_fields
 from petrel.routing import Router
 from petrel.rpc import create_channel, create_server, set_serving
 from petrel.runtime import print_ready, run_service
@@ -49,21 +50,21 @@ async def serve(stop: asyncio.Event, config: Config, *,
                 drain_timeout: float = DRAIN_TIMEOUT) -> None:
     egress = config.egress
     worker_id = egress.worker_id or default_worker_id()
-    if egress.metrics_listen:
-        serve_metrics(egress.metrics_listen)
+    metrics_server = serve_metrics(egress.metrics_listen)
     spool_channel = create_channel(config.spool.address)
     bounce_channel = create_channel(config.bounce.address)
     scheduler_channel = create_channel(config.scheduler.address)
     pool = ConnectionPool(egress.max_deliveries_per_connection, egress.idle_timeout)
     bodies = SpoolBodies(spool_channel, body_deadline)
-    runner = TaskRunner(Router(config.routing),
+    runner = TaskRunner(Router(config.routing, observer=route_looked_up),
                         SmtpDeliverer(pool, SessionOptions.from_config(egress)),
                         bodies, BounceClassifier(bounce_channel))
     worker = DispatchWorker(scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel),
                             runner.run, worker_id, egress.max_inflight, drain_timeout)
     pool.start()
     health = await start_health_server(egress.listen) if egress.listen else None
-    print_ready("egress", worker_id=worker_id, scheduler=config.scheduler.address)
+    print_ready("egress", worker_id=worker_id, scheduler=config.scheduler.address,
+                **ready_fields(metrics_server))
     try:
         await worker.run(stop)
     finally:
@@ -75,6 +76,8 @@ async def serve(stop: asyncio.Event, config: Config, *,
         for channel in (scheduler_channel, spool_channel, bounce_channel):
             with contextlib.suppress(Exception):
                 await channel.close()
+        if metrics_server is not None:
+            metrics_server.close()
     log.info("egress %s stopped: %d results sent, %d dropped", worker_id,
              worker.results_sent, worker.results_dropped)
 
