@@ -243,7 +243,7 @@ class Config(_Section):
 
 def _env_value(raw: str) -> Any:
     text = raw.strip()
-    if text[:1] in "[{":
+    if text[:1] in ("[", "{"):
         return json.loads(text)
     return raw
 
