@@ -48,8 +48,11 @@ _config_option = click.option("--config", "config_path", type=click.Path(dir_oka
 @click.option("--http-listen", help="REST gateway HOST:PORT.")
 @click.option("--smarthost", help="Relay all outbound mail to HOST:PORT.")
 @click.option("--egress-replicas", type=int, default=1, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(0, 65000), default=9101, show_default=True,
+              help="First port of the services' /metrics endpoints (0: none).")
 def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
-       http_listen: str | None, smarthost: str | None, egress_replicas: int) -> None:
+       http_listen: str | None, smarthost: str | None, egress_replicas: int,
+       metrics_port: int) -> None:
     """Start every service as a local process; Ctrl-C stops them all."""
     from petrel.supervisor import Supervisor
 
@@ -66,7 +69,8 @@ def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    sys.exit(Supervisor(config, env, egress_replicas=egress_replicas).run())
+    sys.exit(Supervisor(config, env, egress_replicas=egress_replicas,
+                        metrics_port=metrics_port).run())
 
 
 @cli.command()

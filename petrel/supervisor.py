@@ -5,6 +5,11 @@ configuration as ``PETREL_*`` variables). Start order follows the dependencies (
 gateway last); stop order is the reverse, so producers stop before the stores they write to.
 A child that exits unexpectedly is restarted with a growing delay (0.5 s doubling to 10 s,
 reset after it stayed up for 30 s).
+
+Metrics: given ``metrics_port`` (``petrel up`` passes 9101), each service whose
+``metrics_listen`` is not configured serves ``/metrics`` on 127.0.0.1 at that port plus its
+offset in ``METRICS_OFFSETS`` (egress replica *n* at offset 3 + *n*); the gateway serves
+``/metrics`` on its HTTP port.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from petrel.config import Config
 
 START_ORDER = ("spool", "bounce", "scheduler", "egress", "ingress", "gateway")
+METRICS_OFFSETS = {"spool": 0, "bounce": 1, "scheduler": 2, "ingress": 3, "egress": 4}
 STOP_GRACE = 10.0
 
 
@@ -45,7 +51,7 @@ class Supervisor:
     """
 
     def __init__(self, config: Config, env: dict[str, str], egress_replicas: int = 1,
-                 children: list[Child] | None = None) -> None:
+                 children: list[Child] | None = None, metrics_port: int = 0) -> None:
         self.config = config
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -60,6 +66,11 @@ class Supervisor:
                 label = name if replicas == 1 else f"{name}-{index + 1}"
                 if name == "egress":
                     child_env.setdefault("PETREL_EGRESS__WORKER_ID", label)
+                variable = f"PETREL_{name.upper()}__METRICS_LISTEN"
+                if (metrics_port and name in METRICS_OFFSETS
+                        and not getattr(config, name).metrics_listen):
+                    port = metrics_port + METRICS_OFFSETS[name] + index
+                    child_env[variable] = f"127.0.0.1:{port}"
                 self.children.append(Child(label, [sys.executable, "-m", name], child_env))
 
     def run(self) -> int:
@@ -137,6 +148,9 @@ class Supervisor:
             "scheduler": c.scheduler.address,
             "bounce": c.bounce.address,
             "data_dir": str(Path(c.data_dir).resolve()),
+            "metrics": {child.name: child.env[variable] for child in self.children
+                        if (variable := f"PETREL_{child.argv[-1].upper()}__METRICS_LISTEN")
+                        in child.env},
         }
 
     def _stop_all(self) -> None:
