@@ -164,7 +164,10 @@ class Acceptor:
                          extra={"message_id": stored.id})
                 return Accepted(stored.id, duplicate=True)
             metrics.received(sub.reception_protocol, len(sub.recipients))
-            await asyncio.gather(self._enqueue(meta), self._log_reception(meta))
+            # On disk before the scheduler hears of the message, so a Reception precedes the
+            # message's other records (webhook order, docs/events.md "Order").
+            await self._log_reception(meta)
+            await self._enqueue(meta)
             log.debug("accepted %s", message_id, extra={"message_id": message_id,
                                                         "trace_id": trace_id})
             return Accepted(message_id, trace_id=trace_id)
