@@ -348,6 +348,10 @@ class MessageAnalyser:
                      force: bool = False) -> MessageResult | None:
         exclude = _exclusions(msg, original, {})
         mentions = find_mentions(note, exclude)
+        if not mentions:
+            # A test message sent to oneself: the bounce's addressee is also the recipient.
+            exclude = _exclusions(msg, None, {}, addressee=False)
+            mentions = find_mentions(note, exclude)
         failed_header = [a for value in headers(msg, "X-Failed-Recipients")
                          for _, a in find_addresses(value)]
         addresses = _unique(failed_header) or select_recipients(mentions)
@@ -502,12 +506,14 @@ def _unique(addresses: list[str]) -> list[str]:
 
 
 def _exclusions(msg: Message, original: Message | None,
-                message_fields: dict[str, str]) -> set[str]:
+                message_fields: dict[str, str], addressee: bool = True) -> set[str]:
     """Addresses that are never the failed recipient: the bounce's own sender and
     addressee (our return path), and the original sender."""
     out: set[str] = set()
-    for name in ("From", "Sender", "Reply-To", "To", "Cc", "Return-Path", "Delivered-To",
-                 "Errors-To"):
+    names = ("From", "Sender", "Reply-To", "Return-Path", "Errors-To")
+    if addressee:
+        names += ("To", "Cc", "Delivered-To")
+    for name in names:
         for value in headers(msg, name):
             out.update(a for _, a in find_addresses(value))
     if original is not None:

@@ -1623,7 +1623,8 @@ def arf(g: Gen) -> tuple[str, str, str, list[dict[str, str | None]]]:
     boundary = f"----=_Part_{g.r.randint(1000000, 9999999)}_{g.r.randint(100000000, 999999999)}.{g.r.randint(10**12, 10**13)}"
     redacted = provider == "aol" and g.r.random() < 0.5
     to_header = "redacted@aol.com" if redacted else complainer
-    labels = [] if redacted else [rcpt(complainer, "FeedbackReport", None)]
+    # Without Original-Rcpt-To the complainer is the returned message's addressee, as given.
+    labels = [rcpt(to_header, "FeedbackReport", None)]
     rcpt_line = "" if redacted else f"Original-Rcpt-To: {complainer}\n"
     text = f"""From: {"staff@hotmail.com" if provider == "generic" else "feedback@" + provider + ".example"}
 To: fbl@{RETURN_PATH_DOMAIN}
