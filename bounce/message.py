@@ -510,7 +510,7 @@ def _exclusions(msg: Message, original: Message | None,
     """Addresses that are never the failed recipient: the bounce's own sender and
     addressee (our return path), and the original sender."""
     out: set[str] = set()
-    names = ("From", "Sender", "Reply-To", "Return-Path", "Errors-To")
+    names: tuple[str, ...] = ("From", "Sender", "Reply-To", "Return-Path", "Errors-To")
     if addressee:
         names += ("To", "Cc", "Delivered-To")
     for name in names:
