@@ -14,11 +14,13 @@ import grpc
 
 from petrel.config import Config, split_hostport
 from petrel.events import EventLog
+from petrel.metrics import ready_fields
 from petrel.routing import Router
 from petrel.rpc import create_channel, create_server, set_serving
 from petrel.runtime import print_ready, run_service
 from petrel.v1 import scheduler_pb2_grpc, spool_pb2_grpc
 from petrel.webhooks import Shipper
+from scheduler import metrics
 from scheduler.core import Scheduler
 from scheduler.policy import RetryPolicy
 from scheduler.server import SERVICE_NAME, SchedulerServicer
@@ -85,10 +87,13 @@ class SchedulerApp:
 async def serve(config: Config, stop: asyncio.Event) -> None:
     app = SchedulerApp(config)
     await app.start()
-    print_ready("scheduler", grpc=app.address)
+    metrics_server = metrics.serve_metrics(config.scheduler.metrics_listen)
+    print_ready("scheduler", grpc=app.address, **ready_fields(metrics_server))
     log.info("scheduler serving on %s (spool %s)", app.address, config.spool.address)
     await stop.wait()
     await app.stop()
+    if metrics_server is not None:
+        metrics_server.close()
     log.info("scheduler stopped: %d dispatched, %d results, %d put back",
              app.scheduler.dispatched, app.scheduler.results, app.scheduler.requeued)
 
