@@ -35,8 +35,9 @@ BUILTIN_FILES: tuple[str, ...] = ("petrel_specific.toml", "petrel.toml",
                                   "community_bounces.toml", "iana.toml", "petrel_fallback.toml")
 _PREFIX_LEN = 3
 _MAX_PREFIXES = 2048
-_MAX_BUCKETS = 4096
-_MAX_TOKENS = 65536
+# Memory bounds: prefix buckets, and cached token masks over all buckets together.
+_MAX_BUCKETS = 1024
+_MAX_TOKENS = 200_000
 
 
 class RulesError(ValueError):
@@ -143,8 +144,6 @@ class _Bucket:
     def token_mask(self, token: str) -> int:
         mask = (self.words.get(token, 0) | self.starts.get(token[:3], 0)
                 | self.ends.get(token[-3:], 0))
-        if len(self.tokens) >= _MAX_TOKENS:
-            self.tokens.clear()
         self.tokens[token] = mask
         return mask
 
@@ -172,6 +171,7 @@ class RuleSet:
         self._entries: tuple[_Entry, ...] = tuple(
             (c.literal, c.fold, c.rule.regex, c.twins, c.rule) for c in self._compiled)
         self._buckets: dict[str, _Bucket] = {}
+        self._cached_tokens = 0
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -197,7 +197,12 @@ class RuleSet:
         cached = bucket.tokens
         for token in tokens:
             mask = cached.get(token)
-            found |= bucket.token_mask(token) if mask is None else mask
+            if mask is None:
+                mask = bucket.token_mask(token)
+                self._cached_tokens += 1
+                if self._cached_tokens > _MAX_TOKENS:
+                    self._forget_tokens()
+            found |= mask
         while found:
             lowest = found & -found
             found ^= lowest
@@ -221,6 +226,11 @@ class RuleSet:
         rule = self.match(line)
         return rule.category if rule is not None else Category.Uncategorized.value
 
+    def _forget_tokens(self) -> None:
+        for bucket in self._buckets.values():
+            bucket.tokens.clear()
+        self._cached_tokens = 0
+
     def _bucket(self, key: str) -> _Bucket:
         members = [i for i, c in enumerate(self._compiled)
                    if c.prefixes is None or any(key.startswith(p) for p in c.prefixes)]
@@ -238,6 +248,7 @@ class RuleSet:
         bucket = _Bucket(always, index["w"], index["p"], index["s"], tuple(members))
         if len(self._buckets) >= _MAX_BUCKETS:
             self._buckets.clear()
+            self._cached_tokens = 0
         self._buckets[key] = bucket
         return bucket
 

@@ -192,3 +192,16 @@ def test_fast_matching_equals_a_plain_first_match_scan() -> None:
                                               line.replace(" ", "  "), line[4:])]
     for line in variants:
         assert ruleset.classify(line) == _naive(ruleset.rules, line), line
+
+
+def test_caches_stay_bounded_and_correct(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bounce.rules as rules_module
+
+    monkeypatch.setattr(rules_module, "_MAX_TOKENS", 50)
+    monkeypatch.setattr(rules_module, "_MAX_BUCKETS", 4)
+    ruleset = load_ruleset()
+    for i, line in enumerate(_sample_lines()):
+        varied = f"{line} queue-id {i:08x}"
+        assert ruleset.classify(varied) == _naive(ruleset.rules, varied), varied
+        assert ruleset._cached_tokens <= 50
+        assert len(ruleset._buckets) <= 4
