@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := postfix dnsmasq-base swaks
 STAMP := $(VENV)/.installed
 
-.PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean
+.PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean \
+	metrics-doc
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -52,6 +53,11 @@ proto: deps
 # Fails when the committed generated code differs from what the protos produce.
 proto-check: deps
 	PYTHON=$(PY) scripts/check_protos.sh
+
+# docs/metrics.md from the services' metric declarations (tests/unit/test_metrics_catalogue.py
+# fails when it is stale).
+metrics-doc: deps
+	$(PY) -m petrel.metrics_catalogue > docs/metrics.md
 
 bench: system-deps deps
 	$(PY) benchmarks/bench.py $(ARGS)
