@@ -60,3 +60,70 @@ def is_valid_mailbox(address: str) -> bool:
 def domain_of(address: str) -> str:
     """The lower-cased domain of a valid mailbox."""
     return split_mailbox(address)[1].lower()
+
+
+# Characters that turn a local part into a route to another host (RFC 1123 5.2.16's "%"
+# hack, UUCP bang paths, "user@other"@ourdomain): refused in SMTP paths.
+_ROUTING_CHARACTERS = frozenset("%!@")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+class PathError(ValueError):
+    """A MAIL/RCPT path is refused. ``needs_smtputf8``: the only problem is a non-ASCII
+    address in a transaction that did not declare SMTPUTF8."""
+
+    def __init__(self, reason: str, *, needs_smtputf8: bool = False) -> None:
+        super().__init__(reason)
+        self.needs_smtputf8 = needs_smtputf8
+
+
+def unquote_local_part(local: str) -> str:
+    """The local part as the mailbox owner sees it (quotes and backslash escapes removed)."""
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        return _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    return local
+
+
+def _closing_bracket(text: str) -> int:
+    """Index of the ``>`` closing the path that starts ``text`` (``-1`` when unclosed); a
+    quoted local part may hold ``>``."""
+    pos = 1
+    if text[1:2] == '"':
+        pos = 2
+        while pos < len(text) and text[pos] != '"':
+            pos += 2 if text[pos] == "\\" else 1
+        pos += 1
+    return text.find(">", pos)
+
+
+def parse_path(text: str, *, null_allowed: bool, smtputf8: bool) -> tuple[str, str]:
+    """Parse the argument of ``MAIL FROM:`` / ``RCPT TO:`` strictly: ``<mailbox>``
+    optionally followed by SP and parameters. Returns ``(mailbox, parameters)``, the mailbox
+    ``""`` for the null path ``<>`` when ``null_allowed``. Raises ``PathError`` for a path
+    without angle brackets, an unclosed bracket, text glued to the ``>``, a null path where
+    none is allowed, a source route (``<@a,@b:u@d>``), a local part holding ``%``, ``!`` or
+    ``@`` (quoted or not), anything ``is_valid_mailbox`` refuses, and a non-ASCII address
+    unless ``smtputf8``."""
+    if not text.startswith("<"):
+        raise PathError("angle brackets required")
+    end = _closing_bracket(text)
+    if end < 0:
+        raise PathError("unclosed angle bracket")
+    inner, rest = text[1:end], text[end + 1:]
+    if rest and not rest.startswith(" "):
+        raise PathError("text after the closing bracket")
+    parameters = rest.strip(" ")
+    if not inner:
+        if null_allowed:
+            return "", parameters
+        raise PathError("null path")
+    if inner.startswith("@"):
+        raise PathError("source route")
+    if not is_valid_mailbox(inner):
+        raise PathError("not a valid mailbox")
+    local, _ = split_mailbox(inner)
+    if _ROUTING_CHARACTERS.intersection(unquote_local_part(local)):
+        raise PathError("routing characters in the local part")
+    if not inner.isascii() and not smtputf8:
+        raise PathError("non-ASCII address without SMTPUTF8", needs_smtputf8=True)
+    return inner, parameters

@@ -3,7 +3,8 @@
 We advertise ENHANCEDSTATUSCODES, so every final reply to a command carries an RFC 3463
 enhanced code. aiosmtpd writes some replies itself (syntax errors, its SIZE check, its line
 length check, ...) without one or with texts other than ours; ``normalize_reply`` maps them:
-the size and address replies to our canonical ones, the rest by adding the enhanced code
+the size, line-length, unknown-command (whose text would echo the client's input) and
+address replies to our canonical ones, the rest by adding the enhanced code
 that fits the basic code. The greeting, EHLO/HELO lines, 354 and AUTH challenges (334) pass
 unchanged.
 """
@@ -34,6 +35,10 @@ def normalize_reply(line: str, verb: str) -> str:
             smtp_replies.BAD_RECIPIENT_SYNTAX
     if line.startswith("500 Line too long"):
         return smtp_replies.LINE_TOO_LONG
+    if line.startswith("500 Command line too long"):
+        return smtp_replies.COMMAND_TOO_LONG
+    if line.startswith('500 Error: command "'):
+        return smtp_replies.UNKNOWN_COMMAND  # aiosmtpd's text echoes the client's verb
     if len(line) < 4 or line[3] != " " or not line[:3].isdigit() or _HAS_ENHANCED.match(line):
         return line
     code = int(line[:3])

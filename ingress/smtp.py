@@ -8,10 +8,14 @@ Reception policy, answered with the canonical replies of ``petrel.smtp_replies``
 * MAIL: sender syntax (``<>`` is the null sender), SIZE parameter over the limit.
 * RCPT: recipient syntax, relay only for peers in ``relay_networks`` or authenticated
   sessions, at most ``max_recipients``.
-* DATA: only ``<CRLF>.<CRLF>`` ends it (aiosmtpd reads CRLF-terminated lines); a bare CR or
-  LF anywhere in the data refuses the message, as does data over the size limit. The reply
+* EHLO/HELO: the name must be a host name or an address literal (``ingress.commands``).
+* DATA: only ``<CRLF>.<CRLF>`` ends it; a bare CR or LF or a NUL anywhere in the data refuses
+  the message, as does data over the size limit (``ingress.data``). The reply
   ``250 2.0.0 <id>`` is sent only after the spool's durable acknowledgement; a store failure
   answers ``451 4.3.0``.
+
+Protocol strictness and resource limits (line rules, pipelining, paths, connection, error,
+junk and time limits) live in ``ingress.strict.StrictSMTP``; docs/hardening.md lists them.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 from ingress import metrics
 from ingress.acceptor import Acceptor, Submission
 from ingress.addresses import is_valid_mailbox
+from ingress.commands import is_valid_helo
+from ingress.limits import ConnectionLimiter
 from ingress.message import InvalidMessage, has_bare_line_ending
 from ingress.replies import normalize_reply
 from ingress.spool_writer import StoreFailed
+from ingress.strict import StrictSMTP
 from petrel import smtp_replies
 from petrel.config import IngressConfig
 
@@ -41,7 +48,6 @@ log = logging.getLogger(__name__)
 
 IDENT = "Petrel ESMTP"
 NULL_SENDER = "<>"
-SESSION_TIMEOUT = 300.0
 
 
 def make_tls_context(certificate: str, private_key: str) -> ssl.SSLContext | None:
@@ -90,6 +96,9 @@ class SmtpHandler:
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
+        if not is_valid_helo(hostname):
+            session.host_name = None
+            return [smtp_replies.BAD_HELO]
         session.host_name = hostname
         keywords = [f"SIZE {self._config.max_message_size}", "8BITMIME", "PIPELINING",
                     "ENHANCEDSTATUSCODES", "SMTPUTF8"]
@@ -100,6 +109,14 @@ class SmtpHandler:
             keywords.append("AUTH PLAIN LOGIN")
         lines = [server.hostname, *keywords]
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str) -> str:
+        if not is_valid_helo(hostname):
+            session.host_name = None
+            return smtp_replies.BAD_HELO
+        session.host_name = hostname
+        return f"250 {server.hostname}"
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -174,9 +191,9 @@ class SmtpHandler:
         return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 
 
-class PetrelSMTP(SMTP):
-    """aiosmtpd's protocol with canonical, enhanced-code replies (``ingress.replies``) and
-    connection tracking for graceful shutdown."""
+class PetrelSMTP(StrictSMTP):
+    """The strict protocol (``ingress.strict``) with canonical, enhanced-code replies
+    (``ingress.replies``) and connection tracking for graceful shutdown."""
 
     def __init__(self, handler: SmtpHandler, *, connections: set[PetrelSMTP],
                  **kwargs: Any) -> None:
@@ -186,6 +203,8 @@ class PetrelSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self.refused:
+            return
         self._connections.add(self)
         metrics.SMTP_CONNECTIONS.inc()
 
@@ -249,15 +268,18 @@ class SmtpListener:
         self.handler = SmtpHandler(config, acceptor, self._tls)
         self._server: asyncio.Server | None = None
         self.connections: set[PetrelSMTP] = set()
+        self._relay = RelayPolicy(config.relay_networks)
+        self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_ip,
+                                         self._relay.allows)
 
     def _protocol(self) -> PetrelSMTP:
         config = self._config
         auth_off = [] if config.auth_users else ["PLAIN", "LOGIN"]
         return PetrelSMTP(
-            self.handler, connections=self.connections,
-            data_size_limit=config.max_message_size, enable_SMTPUTF8=True,
-            decode_data=False, hostname=config.hostname, ident=IDENT, tls_context=self._tls,
-            timeout=SESSION_TIMEOUT, auth_require_tls=config.auth_require_tls,
+            self.handler, connections=self.connections, config=config, limiter=self.limiter,
+            trusted=self._relay.allows, data_size_limit=config.max_message_size,
+            enable_SMTPUTF8=True, decode_data=False, hostname=config.hostname, ident=IDENT,
+            tls_context=self._tls, auth_require_tls=config.auth_require_tls,
             auth_exclude_mechanism=auth_off, authenticator=self.handler.authenticate,
             loop=asyncio.get_running_loop())
 

@@ -100,6 +100,25 @@ class IngressConfig(_Section):
     spool_deadline: Duration = 10.0
     enqueue_deadline: Duration = 5.0
     metrics_listen: str = ""
+    # SMTP hardening (docs/hardening.md). Sessions at once, in total and from one address
+    # (peers in relay_networks count towards the total only); over either: 421 4.7.0.
+    max_connections: int = Field(default=500, ge=1)
+    max_connections_per_ip: int = Field(default=50, ge=1)
+    # Replies >= 400 and junk commands (NOOP, RSET, VRFY, EXPN, HELP) a session may collect
+    # before it is closed with 421 4.7.0; both counts restart after an accepted message.
+    max_errors: int = Field(default=10, ge=1)
+    max_junk_commands: int = Field(default=20, ge=1)
+    # A command line must arrive whole within command_timeout; during DATA each octet adds
+    # 1/min_data_rate seconds (bytes per second) of credit, capped at command_timeout.
+    command_timeout: Duration = 60.0
+    min_data_rate: int = Field(default=500, ge=1)
+    # Pause before the greeting for peers outside relay_networks; a client that talks
+    # before the greeting gets 554 5.5.0 and is disconnected.
+    greeting_pause: Duration = 0.5
+    # Octets, CRLF included: command lines (RFC 5321: 512; MAIL gets +50 for parameters)
+    # and text lines of DATA (RFC 5321: 1000).
+    max_command_line: int = Field(default=512, ge=64)
+    max_line_length: int = Field(default=1000, ge=78)
 
     @field_validator("relay_networks")
     @classmethod

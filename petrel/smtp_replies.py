@@ -26,6 +26,21 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 LOCAL_ERROR = "451 4.3.0 Local error in processing, try again later"
 INVALID_CONTENT = "550 5.6.0 Message content not accepted"
 LINE_TOO_LONG = "500 5.5.6 Line too long (RFC 5321 4.5.3.1.6)"
+# Protocol strictness and resource limits (docs/hardening.md). None of these echo client input.
+COMMAND_TOO_LONG = "500 5.5.2 Command line too long (RFC 5321 4.5.3.1.4)"
+BARE_LINE_ENDING_COMMAND = "500 5.5.2 Bare CR or LF in command line is not allowed"
+INVALID_CHARACTER = "500 5.5.2 NUL or control character in command line is not allowed"
+UNKNOWN_COMMAND = "500 5.5.2 Command not recognized"
+NUL_IN_DATA = "550 5.6.0 NUL character in message data is not allowed"
+BAD_HELO = "501 5.5.2 Invalid EHLO/HELO name: a domain or an address literal is required"
+NEED_SMTPUTF8 = "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter on MAIL"
+VRFY_DISABLED = "502 5.5.1 VRFY command is disabled"
+SYNC_ERROR = "554 5.5.0 SMTP protocol synchronization error"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+TOO_MANY_CONNECTIONS_FROM_IP = "421 4.7.0 Too many connections from your address, try again later"
+TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
+TOO_MANY_JUNK_COMMANDS = "421 4.7.0 Too many junk commands, closing connection"
+TIMEOUT = "421 4.4.2 Timeout exceeded, closing connection"
 
 
 def queued(message_id: str) -> str:

@@ -1,0 +1,99 @@
+"""The DATA stream, read strictly and with bounded memory (pure; ``ingress.strict`` feeds it).
+
+``DataReceiver.feed`` takes the stream in segments: each one ends with the first LF after the
+previous segment, or is a piece of an over-long line without one (the reader never holds more
+than its line limit). Rules:
+
+* Only ``<CRLF>.<CRLF>`` ends the data: a line that is exactly ``.`` CRLF, following a line
+  that ended with CRLF (the start of DATA counts as one). ``\\n.\\n``, ``\\r\\n.\\n``,
+  ``\\n.\\r\\n``, ``\\r.\\r\\n`` and every other variant are ordinary data, and refused.
+* A CR or LF that is not part of a CRLF pair, or a NUL, refuses the message
+  (``BARE_LINE_ENDING`` / ``NUL_IN_DATA``); so does a text line longer than ``max_line``
+  octets including CRLF once unstuffed (``LINE_TOO_LONG``, RFC 5321 4.5.3.1.6) and content
+  over ``max_size`` octets (``TOO_BIG``). The first problem wins.
+* Dot-stuffing is undone (RFC 5321 4.5.2). Content is kept only while nothing is wrong and
+  the size is within ``max_size``: after a refusal the rest is read and dropped, so a
+  session never holds more than ``max_size`` octets of message whatever the client sends.
+"""
+
+from __future__ import annotations
+
+from petrel import smtp_replies
+
+CRLF = b"\r\n"
+END_OF_DATA = b".\r\n"
+
+
+class DataReceiver:
+    def __init__(self, max_size: int, max_line: int) -> None:
+        self.max_size = max_size
+        self.max_line = max_line
+        self.size = 0  # unstuffed content octets seen, kept or not
+        self.refusal: str | None = None
+        self.done = False
+        self._parts: list[bytes] = []
+        self._line_octets = 0  # of the current line so far, when it came in pieces
+        self._line_start = True
+        self._after_crlf = True
+        self._pending_cr = False  # the previous piece ended with CR inside a line
+
+    def feed(self, segment: bytes) -> bool:
+        """Take the next segment; ``True`` when it was the end-of-data line (nothing after
+        it belongs to the message)."""
+        if self.done:
+            raise RuntimeError("end of data already seen")
+        if self._line_start and self._after_crlf and segment == END_OF_DATA:
+            self.done = True
+            return True
+        complete = segment.endswith(b"\n")
+        body = segment[1:] if self._line_start and segment.startswith(b".") else segment
+        self._check(segment, body, complete)
+        self.size += len(body)
+        if self.refusal is None and self.size > self.max_size:
+            self._refuse(smtp_replies.TOO_BIG)
+        if self.refusal is None:
+            self._parts.append(body)
+        if complete:
+            self._after_crlf = segment.endswith(CRLF) or (segment == b"\n" and self._pending_cr)
+            self._line_octets = 0
+            self._pending_cr = False
+        else:
+            self._line_octets += len(body)
+            self._pending_cr = segment.endswith(b"\r")
+        self._line_start = complete
+        return False
+
+    def _check(self, segment: bytes, body: bytes, complete: bool) -> None:
+        if self.refusal is not None:
+            return
+        if self._line_octets + len(body) > self.max_line:
+            self._refuse(smtp_replies.LINE_TOO_LONG)
+            return
+        if self._pending_cr and not segment.startswith(b"\n"):
+            self._refuse(smtp_replies.BARE_LINE_ENDING)
+            return
+        if complete:
+            joined_crlf = segment == b"\n" and self._pending_cr
+            if not segment.endswith(CRLF) and not joined_crlf:
+                self._refuse(smtp_replies.BARE_LINE_ENDING)
+                return
+            inner = segment[:-2] if segment.endswith(CRLF) else b""
+        else:
+            inner = segment[:-1] if segment.endswith(b"\r") else segment
+        if b"\r" in inner or b"\n" in inner:
+            self._refuse(smtp_replies.BARE_LINE_ENDING)
+        elif b"\0" in segment:
+            self._refuse(smtp_replies.NUL_IN_DATA)
+
+    def _refuse(self, reply: str) -> None:
+        self.refusal = reply
+        self._parts.clear()
+
+    @property
+    def buffered(self) -> int:
+        """Octets of content held in memory."""
+        return sum(len(part) for part in self._parts)
+
+    def content(self) -> bytes:
+        """The unstuffed message (only meaningful when ``done`` and no ``refusal``)."""
+        return b"".join(self._parts)

@@ -1,0 +1,364 @@
+"""aiosmtpd's SMTP protocol made strict and bounded (docs/hardening.md lists every rule).
+
+aiosmtpd 1.4.6 already reads DATA lines only up to CRLF (CVE-2024-27305) and drops the
+plaintext buffer when TLS starts (CVE-2024-34083). ``StrictSMTP`` adds the rest:
+
+* every command line passes ``ingress.commands.check_command_line`` (CRLF only, no NUL or
+  control character, 512 octets) before aiosmtpd parses it; a refusal never echoes input;
+* protocol synchronisation: input before the greeting, or pipelined behind a command that
+  must end a group (``ingress.commands.breaks_synchronization``, DATA included, so content
+  sent before the ``354`` is refused), answers ``554 5.5.0`` and closes;
+* DATA is read by ``ingress.data.DataReceiver``: only ``<CRLF>.<CRLF>`` ends it, bare CR/LF,
+  NUL, long lines and oversize content refuse the message, memory stays within the size
+  limit;
+* MAIL/RCPT paths go through ``ingress.addresses.parse_path`` (brackets required, no source
+  routes or ``%``/``!``/quoted ``@`` routing, UTF-8 only with SMTPUTF8);
+* limits: connections in total and per address (``421 4.7.0`` at connect), errors and junk
+  commands per session (``421 4.7.0`` and close), a per-request deadline with a minimum
+  DATA rate (``421 4.4.2`` and close), VRFY disabled. Counters restart after each
+  accepted message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, SMTP, syntax
+
+from ingress.addresses import PathError, parse_path
+from ingress.commands import (
+    breaks_synchronization,
+    check_command_line,
+    line_limit,
+    verb_of,
+)
+from ingress.data import DataReceiver
+from ingress.limits import ConnectionLimiter, RequestDeadline
+from petrel import smtp_replies
+from petrel.config import IngressConfig
+
+log = logging.getLogger(__name__)
+
+# While the handler stores a message the client waits on us; the store has its own deadlines.
+HANDLER_TIMEOUT = 600.0
+_UNLIMITED = 1 << 30
+
+
+class ProtocolViolation(Exception):
+    """Raised while reading or parsing a command: ``reply`` is sent instead of running it,
+    and the session is closed after it when ``close``."""
+
+    def __init__(self, reply: str, *, close: bool = False) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.close = close
+
+
+def peer_address(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+class SessionReader(asyncio.StreamReader):
+    """The session's input. Command lines (``readuntil()`` with its default separator, as
+    aiosmtpd and its AUTH challenges call it) are checked by the owner; DATA is read with
+    ``read_data_segment``."""
+
+    def __init__(self, owner: StrictSMTP, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._owner = owner
+        self._mid_line = False
+
+    @property
+    def pending(self) -> int:
+        """Octets received and not read yet."""
+        return len(self._buffer)  # type: ignore[attr-defined]  # StreamReader's own buffer
+
+    def discard_line_state(self) -> None:
+        self._mid_line = False
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:
+        if separator != b"\n":
+            return await super().readuntil(separator)
+        continued = self._mid_line
+        if not continued:
+            self._owner.request_started()
+        self._mid_line = True
+        line = await super().readuntil(separator)  # LimitOverrunError: still mid-line
+        self._mid_line = False
+        self._owner.command_received(line, self.pending, continued)
+        return line
+
+    async def read_data_segment(self) -> bytes:
+        """Up to and including the next LF, or a piece of a line longer than the limit."""
+        try:
+            return await super().readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            return await self.read(exc.consumed)
+
+
+class StrictSMTP(SMTP):
+    """``SMTP`` with the rules of the module docstring. ``limiter`` is shared by the
+    listener's sessions; ``trusted(ip)`` says whether a peer is in the relay networks (no
+    greeting pause, no per-address connection limit)."""
+
+    def __init__(self, handler: Any, *, config: IngressConfig,
+                 limiter: ConnectionLimiter | None, trusted: Callable[[str], bool],
+                 **kwargs: Any) -> None:
+        super().__init__(handler, timeout=config.command_timeout, **kwargs)
+        self._config = config
+        self._limiter = limiter
+        self._trusted = trusted
+        self.refused = False  # by the connection limits, before any SMTP
+        self._admitted_ip: str | None = None
+        self._errors = 0
+        self._junk = 0
+        self._close_after_reply = False
+        self._path_verb = ""
+        self._data_deadline: RequestDeadline | None = None
+        limit = max(config.max_line_length, line_limit("MAIL", config.max_command_line)) + 2
+        self._session_reader = SessionReader(self, limit, self.loop)
+        # Re-initialise the stream protocol around our reader (nothing is connected yet).
+        asyncio.StreamReaderProtocol.__init__(self, self._session_reader,
+                                              client_connected_cb=self._cb_client_connected,
+                                              loop=self.loop)
+        # aiosmtpd keeps these limits in a class-level dict that every EHLO grows; ours are
+        # enforced by the reader.
+        self.command_size_limits = collections.defaultdict(lambda: _UNLIMITED)
+        self.command_size_limit = _UNLIMITED
+
+    # -- connection limits ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and self._limiter is not None:
+            ip = peer_address(transport.get_extra_info("peername"))
+            refusal = self._limiter.admit(ip)
+            if refusal is not None:
+                self.refused = True
+                log.info("connection from %s refused: %s", ip, refusal, extra={"peer": ip})
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
+            self._admitted_ip = ip
+        super().connection_made(transport)
+        if self._original_transport is not None:
+            self._session_reader.discard_line_state()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
+        if self._admitted_ip is not None and self._limiter is not None:
+            self._limiter.release(self._admitted_ip)
+            self._admitted_ip = None
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.refused:
+            return False
+        return super().eof_received()
+
+    # -- greeting, reading, replies ---------------------------------------------------
+
+    @property
+    def peer_ip(self) -> str:
+        return peer_address(self.session.peer if self.session is not None else None)
+
+    async def _handle_client(self) -> None:
+        pause = 0.0 if self._trusted(self.peer_ip) else self._config.greeting_pause
+        if pause > 0:
+            await asyncio.sleep(pause)
+        if self._session_reader.pending:
+            log.info("%s talked before the greeting", self.peer_ip, extra={"peer": self.peer_ip})
+            self.hang_up(smtp_replies.SYNC_ERROR)
+            return
+        await super()._handle_client()
+
+    def request_started(self) -> None:
+        """The reader starts waiting for a new command line."""
+        self._reset_timeout(self._config.command_timeout)
+
+    def command_received(self, line: bytes, pending: int, continued: bool) -> None:
+        """Check a complete command line (``continued``: the tail of an over-long one)."""
+        refusal = smtp_replies.COMMAND_TOO_LONG if continued else \
+            check_command_line(line, self._config.max_command_line)
+        if refusal is not None:
+            raise ProtocolViolation(refusal)
+        session = self.session
+        pipelining = bool(session is not None and session.extended_smtp and session.host_name)
+        if breaks_synchronization(verb_of(line), pending, pipelining):
+            log.info("%s pipelined without permission", self.peer_ip,
+                     extra={"peer": self.peer_ip})
+            raise ProtocolViolation(smtp_replies.SYNC_ERROR, close=True)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, ProtocolViolation):
+            if error.close:
+                self._close_after_reply = True
+            return error.reply
+        return await super().handle_exception(error)
+
+    def _closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    async def push(self, status: Any) -> None:
+        if self._closing():
+            return
+        await super().push(status)
+        if self._close_after_reply:
+            self.hang_up()
+            return
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        if text[:1] in ("4", "5") and text[3:4] in (" ", ""):
+            self._errors += 1
+            if self._errors >= self._config.max_errors and not text.startswith("421"):
+                log.info("%s made too many errors", self.peer_ip, extra={"peer": self.peer_ip})
+                self.hang_up(smtp_replies.TOO_MANY_ERRORS)
+
+    def hang_up(self, reply: str | None = None) -> None:
+        """Send ``reply`` (when given) and close the connection."""
+        if self._closing():
+            return
+        assert self.transport is not None
+        handshaking = self._tls_protocol is not None and (
+            self.session is None or self.session.ssl is None)
+        if reply is not None and not handshaking:
+            self._writer.write(reply.encode() + b"\r\n")
+        self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        if self._data_deadline is not None:
+            remaining = self._data_deadline.remaining(self.loop.time())
+            if remaining > 0:
+                self._reset_timeout(remaining)
+                return
+        log.info("%s timed out", self.peer_ip, extra={"peer": self.peer_ip})
+        self.hang_up(smtp_replies.TIMEOUT)
+
+    def _transaction_done(self) -> None:
+        """A message was accepted: the session starts over with clean counters."""
+        self._errors = 0
+        self._junk = 0
+
+    async def _count_junk(self) -> bool:
+        """Count a junk command; ``True`` when the session was closed for it."""
+        self._junk += 1
+        if self._junk > self._config.max_junk_commands:
+            log.info("%s sent too many junk commands", self.peer_ip,
+                     extra={"peer": self.peer_ip})
+            self.hang_up(smtp_replies.TOO_MANY_JUNK_COMMANDS)
+            return True
+        return False
+
+    # -- commands ---------------------------------------------------------------------
+
+    @syntax("NOOP [ignored]")
+    async def smtp_NOOP(self, arg: str) -> None:
+        if not await self._count_junk():
+            await super().smtp_NOOP(arg)
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        if not await self._count_junk():
+            await super().smtp_RSET(arg)
+
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        if not await self._count_junk():
+            await super().smtp_HELP(arg)
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:
+        if not await self._count_junk():
+            await self.push(smtp_replies.VRFY_DISABLED)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        if not await self._count_junk():
+            await super().smtp_EXPN(arg)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self._path_verb = "MAIL"
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._path_verb = ""
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._path_verb = "RCPT"
+        try:
+            await super().smtp_RCPT(arg)
+        finally:
+            self._path_verb = ""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        verb = self._path_verb
+        if not verb:
+            return super()._getaddr(arg)
+        mail = verb == "MAIL"
+        bad = smtp_replies.BAD_SENDER_SYNTAX if mail else smtp_replies.BAD_RECIPIENT_SYNTAX
+        try:
+            address, parameters = parse_path(arg, null_allowed=mail, smtputf8=True)
+        except PathError as exc:
+            log.info("%s %s path refused: %s", self.peer_ip, verb, exc,
+                     extra={"peer": self.peer_ip})
+            raise ProtocolViolation(bad) from exc
+        if mail:
+            smtputf8 = "SMTPUTF8" in parameters.upper().split()
+        else:
+            smtputf8 = self.envelope is not None and self.envelope.smtp_utf8
+        if not address.isascii() and not smtputf8:
+            raise ProtocolViolation(smtp_replies.NEED_SMTPUTF8)
+        return address or "<>", parameters
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        if self._session_reader.pending:
+            self._close_after_reply = True
+            await self.push(smtp_replies.SYNC_ERROR)
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        receiver = DataReceiver(self.data_size_limit or _UNLIMITED, self._config.max_line_length)
+        self._data_deadline = RequestDeadline(self._config.command_timeout,
+                                              self._config.min_data_rate, self.loop.time())
+        try:
+            while True:
+                segment = await self._session_reader.read_data_segment()
+                if receiver.feed(segment):
+                    break
+                self._data_deadline.received(len(segment), self.loop.time())
+        finally:
+            self._data_deadline = None
+        if receiver.refusal is not None:
+            log.info("%s DATA refused: %s", self.peer_ip, receiver.refusal,
+                     extra={"peer": self.peer_ip})
+            self._set_post_data_state()
+            await self.push(receiver.refusal)
+            return
+        content = receiver.content()
+        self.envelope.content = content
+        self.envelope.original_content = content
+        self._reset_timeout(HANDLER_TIMEOUT)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        reply = "250 OK" if status is MISSING else str(status)
+        if reply.startswith("250"):
+            self._transaction_done()
+        await self.push(reply)
