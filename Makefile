@@ -3,11 +3,13 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := postfix dnsmasq-base swaks
+# docker-compose validates compose/compose.yaml (no daemon needed); prometheus brings promtool
+# and the server the dashboard test evaluates every query with.
+APT_PACKAGES := postfix dnsmasq-base swaks docker-compose prometheus
 STAMP := $(VENV)/.installed
 
 .PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean \
-	metrics-doc
+	metrics-doc compose-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,6 +60,14 @@ proto-check: deps
 # fails when it is stale).
 metrics-doc: deps
 	$(PY) -m petrel.metrics_catalogue > docs/metrics.md
+
+# compose/: the compose file as docker-compose 1.29 reads it, the Prometheus config and rules,
+# and the alerts' unit tests.
+compose-check: system-deps
+	docker-compose -f compose/compose.yaml config -q
+	promtool check config compose/prometheus/prometheus.yml
+	promtool check rules compose/prometheus/alerts.yml
+	cd compose/prometheus && promtool test rules alerts_test.yml
 
 bench: system-deps deps
 	$(PY) benchmarks/bench.py $(ARGS)

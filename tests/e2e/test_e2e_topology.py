@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,24 +133,16 @@ class RunningTopology:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def __enter__(self) -> RunningTopology:
+        return self
 
-@pytest.fixture
-def topology_factory(tmp_path: Path, request: pytest.FixtureRequest
-                     ) -> Iterator[type[RunningTopology]]:
-    started: list[RunningTopology] = []
-
-    class Tracked(RunningTopology):
-        def start(self, timeout: float = 120.0) -> None:
-            started.append(self)
-            super().start(timeout)
-
-    yield Tracked
-    report = getattr(request.node, "rep_call", None)
-    for topology in started:
-        if report is not None and report.failed:
-            print(topology.tail(200))
-        topology.stop()
-        for pid in topology.pids():
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if self.process is None:
+            return
+        if exc_type is not None:
+            print(self.tail(200))
+        self.stop()
+        for pid in self.pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
 
@@ -169,11 +160,14 @@ def _delivered(samples: dict[tuple[str, tuple], float]) -> float:
     return samples.get(("petrel_egress_recipients_total", (("outcome", "delivered"),)), 0.0)
 
 
-def test_three_egress_replicas_share_a_thousand_messages(tmp_path: Path, sink: SmtpSink,
-                                                         topology_factory) -> None:
-    topology = topology_factory(tmp_path, {"egress": 3},
-                                {"PETREL_ROUTING__SMARTHOST": sink.address})
-    topology.start()
+def test_three_egress_replicas_share_a_thousand_messages(tmp_path: Path, sink: SmtpSink) -> None:
+    with RunningTopology(tmp_path, {"egress": 3},
+                         {"PETREL_ROUTING__SMARTHOST": sink.address}) as topology:
+        topology.start()
+        _deliver_a_thousand(topology, sink)
+
+
+def _deliver_a_thousand(topology: RunningTopology, sink: SmtpSink) -> None:
     plan = topology.plan
     assert set(plan["replicas"]) == {"spool", "bounce", "scheduler", "egress-1", "egress-2",
                                      "egress-3", "ingress", "gateway"}
@@ -185,9 +179,9 @@ def test_three_egress_replicas_share_a_thousand_messages(tmp_path: Path, sink: S
     scheduler_port = plan["replicas"]["scheduler"]["ports"]["7702"]
     assert all(plan["replicas"][r]["env"]["PETREL_SCHEDULER__ADDRESS"]
                == f"127.0.0.1:{scheduler_port}" for r in egress)
-    #wait_for(lambda: topology.metrics("scheduler").get(
-    #    ("petrel_scheduler_egress_workers", ())) == 3, timeout=30,
-    #    message="three egress workers connected to the scheduler")
+    wait_for(lambda: topology.metrics("scheduler").get(
+        ("petrel_scheduler_egress_workers", ())) == 3, timeout=30,
+        message="three egress workers connected to the scheduler")
 
     recipients = [f"r{i}@dest{i % 7}.test" for i in range(1000)]
     inject = topology.address("ingress", 7703)
