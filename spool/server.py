@@ -78,7 +78,7 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
         op = PutOp(meta.id, meta.SerializeToString(deterministic=True), request.body,
                    meta.idempotency_key)
         try:
-            result = await self._spool.write(op)
+            result = await self._spool.write(op, meta.trace_context)
         except Exception as exc:
             response.status.CopyFrom(_failed(exc))
             return response
@@ -112,8 +112,9 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
         else:
             response.status.CopyFrom(_invalid("op", "set replace_meta or remove_id"))
             return response
+        trace_context = request.replace_meta.trace_context if kind == "replace_meta" else None
         try:
-            result = await self._spool.write(op)
+            result = await self._spool.write(op, trace_context)
         except Exception as exc:
             response.status.CopyFrom(_failed(exc))
             return response

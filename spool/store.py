@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import grpc
 
 from petrel.batching import GroupCommitter
 from petrel.faults import fault_point
-from spool import metrics
+from spool import metrics, tracing
 from spool.backend import Op, OpResult, PutOp, SpoolBackend, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ class Spool:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="spool-writer")
         self._readers = ThreadPoolExecutor(read_workers, thread_name_prefix="spool-reader")
         self._committer: GroupCommitter[Op, OpResult] = GroupCommitter(
-            self._flush, max_batch=max_batch, max_delay=max_delay)
+            self._traced_flush, max_batch=max_batch, max_delay=max_delay)
+        # id(op) -> the trace carrier of the message it writes, until its batch is flushed
+        self._carriers: dict[int, Mapping[str, str]] = {}
 
     @property
     def commits(self) -> int:
@@ -94,10 +97,22 @@ class Spool:
         fault_point("spool.after_commit")
         return results
 
-    async def write(self, op: Op) -> OpResult:
+    async def _traced_flush(self, ops: list[Op]) -> list[OpResult]:
+        carriers = [self._carriers.pop(id(op), None) for op in ops]
+        with tracing.commit_span(len(ops), carriers, self.backend.name):
+            return await self._flush(ops)
+
+    async def write(self, op: Op, trace_context: Mapping[str, str] | None = None) -> OpResult:
+        """Write ``op`` in the next batch; ``trace_context`` (the message's stored carrier)
+        is linked from that batch's span."""
         if isinstance(op, PutOp):
             self.free_space.check()
-        return await self._committer.submit(op)
+        if trace_context:
+            self._carriers[id(op)] = trace_context
+        try:
+            return await self._committer.submit(op)
+        finally:
+            self._carriers.pop(id(op), None)
 
     async def get(self, message_id: str, want_body: bool = True) -> StoredMessage | None:
         loop = asyncio.get_running_loop()
