@@ -15,6 +15,7 @@ Durations accept seconds or strings like ``"20m"`` (see ``petrel.durations``).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -23,7 +24,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from petrel.durations import parse_duration
 
@@ -172,10 +182,69 @@ class BounceConfig(_Section):
     metrics_listen: str = ""
 
 
+API_KEY_HASH_PREFIX = "sha256:"
+MIN_API_KEY_LENGTH = 16
+
+
+def hash_api_key(key: str) -> str:
+    """The form an API key is kept in: ``sha256:<64 hex digits>``."""
+    return API_KEY_HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _is_key_hash(key: str) -> bool:
+    digest = key.removeprefix(API_KEY_HASH_PREFIX)
+    return (key.startswith(API_KEY_HASH_PREFIX) and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest))
+
+
+class ApiKeyConfig(_Section):
+    """The rights of one REST API key (docs/security.md): one tenant's, or admin."""
+
+    tenant: str = Field(default="", max_length=200)
+    admin: bool = False
+    # Shown in logs instead of the key; "" = the first 12 hex digits of its hash.
+    name: str = Field(default="", max_length=64)
+    # Overrides of gateway.rate_limit / rate_burst for this key.
+    rate_limit: float | None = Field(default=None, ge=0)
+    rate_burst: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> ApiKeyConfig:
+        if bool(self.tenant) == self.admin:
+            raise ValueError("a key has either tenant = \"NAME\" or admin = true")
+        return self
+
+
 class GatewayConfig(_Section):
     http_listen: HostPort = "127.0.0.1:8025"
     request_body_limit: int = Field(default=20 * 1024 * 1024, ge=1024)
     request_deadline: Duration = 15.0
+    # {"<key>" or "sha256:<hex of the key's SHA-256>": {tenant = "acme"} or {admin = true}}.
+    # Plain keys are hashed when the configuration loads: only hashes are kept. Empty = the
+    # REST API needs no key (the loopback default); otherwise every /api/ route does.
+    api_keys: dict[str, ApiKeyConfig] = Field(default_factory=dict)
+    # Requests per second per key (token bucket; 0 = unlimited) and the burst allowed.
+    rate_limit: float = Field(default=50.0, ge=0)
+    rate_burst: int = Field(default=100, ge=1)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _hash_keys(cls, value: Any) -> Any:
+        # Before anything else so that no error message (they name dict keys) shows a key.
+        if not isinstance(value, Mapping):
+            return value
+        hashed: dict[str, Any] = {}
+        for key, rights in value.items():
+            key = str(key)
+            if not _is_key_hash(key):
+                if len(key) < MIN_API_KEY_LENGTH:
+                    raise ValueError(f"every key needs at least {MIN_API_KEY_LENGTH} "
+                                     "characters (or give its sha256: hash)")
+                key = hash_api_key(key)
+            if key in hashed:
+                raise ValueError("a key is listed twice")
+            hashed[key] = rights
+        return hashed
 
 
 class WebhookConfig(_Section):
@@ -194,7 +263,7 @@ class WebhookConfig(_Section):
     max_batch_latency: Duration = 1.0
     timeout: Duration = 10.0
     retry_initial: Duration = 1.0
-    retry_max: Duration = 300.0
+    retry_max: Duration = 60.0
     # Where a webhook without a cursor starts: the oldest retained record or the log's end.
     start_at: Literal["oldest", "newest"] = "oldest"
 
@@ -237,6 +306,34 @@ class EventsConfig(_Section):
         return value
 
 
+class SecurityConfig(_Section):
+    """How services authenticate each other on gRPC (petrel.grpc_auth, docs/security.md)."""
+
+    grpc_auth: Literal["none", "token", "mtls"] = "none"
+    # token mode: the shared secret (at least 16 characters), inline or as the first line of
+    # token_file (which wins).
+    token: SecretStr = SecretStr("")
+    token_file: str = ""
+    # mtls mode: the directory `petrel certs` wrote (ca.crt, <service>.crt, <service>.key);
+    # ca_file, cert_file and key_file win over it.
+    certs_dir: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    # token mode: the gRPC health service answers without the token (orchestrator probes).
+    open_health: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> SecurityConfig:
+        if (self.grpc_auth == "token" and not self.token_file
+                and len(self.token.get_secret_value()) < 16):
+            raise ValueError("token mode needs token (16 characters or more) or token_file")
+        if self.grpc_auth == "mtls" and not self.certs_dir and not (
+                self.ca_file and self.cert_file and self.key_file):
+            raise ValueError("mtls mode needs certs_dir, or ca_file, cert_file and key_file")
+        return self
+
+
 class Config(_Section):
     data_dir: str = "./petrel-data"
     log_level: str = "INFO"
@@ -250,6 +347,7 @@ class Config(_Section):
     bounce: BounceConfig = BounceConfig()
     gateway: GatewayConfig = GatewayConfig()
     events: EventsConfig = EventsConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @property
     def spool_path(self) -> Path:

@@ -2,8 +2,9 @@
 
 ``WebhookReceiver(port)`` reserves nothing until ``start()``: before that (or after
 ``stop()``) connections to the port are refused, the way a receiver that is down looks.
-``status`` is the answer to every POST (503 = up but failing). Every POST is recorded in
-``requests`` whatever the answer; ``accepted()`` lists the records of the 2xx ones.
+``status`` is the answer to every POST (503 = up but failing), given after ``delay`` seconds.
+Every POST is recorded in ``requests`` when it arrives, whatever the answer (a sender that
+gives up waiting may send it again); ``accepted()`` lists the records of the 2xx ones.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Posted:
 class WebhookReceiver:
     port: int = field(default_factory=free_port)
     status: int = 200
+    delay: float = 0.0
     requests: list[Posted] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -60,6 +62,8 @@ class WebhookReceiver:
                 with receiver._lock:
                     receiver.requests.append(Posted(self.path, dict(self.headers.items()),
                                                     body, status, time.time()))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
