@@ -36,7 +36,7 @@ from gateway.models import (
 )
 from gateway.templating import TemplateSyntaxProblem
 from gateway.tracecontext import valid_traceparent, valid_tracestate
-from gateway.tracing import TracingMiddleware
+from gateway.tracing import TELEMETRY
 from petrel import telemetry
 from petrel.config import Config
 from petrel.ids import is_message_id
@@ -72,7 +72,8 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
     deadline = config.gateway.request_deadline
     metrics = GatewayMetrics()
     app = FastAPI(title="Petrel gateway", version=petrel.__version__, description=_DESCRIPTION,
-                  openapi_url="/api-docs/openapi.json", docs_url="/api-docs", redoc_url=None)
+                  openapi_url="/api-docs/openapi.json", docs_url="/api-docs", redoc_url=None,
+                  telemetry=TELEMETRY)
     app.state.draining = False
     app.state.metrics = metrics
     install_error_handlers(app)
@@ -92,7 +93,7 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
             raise ApiError(422, str(exc), exc.field, line=exc.line) from exc
         except RequestProblem as exc:
             raise ApiError(400, str(exc), exc.field) from exc
-        # The request span (gateway.tracing) continues the caller's trace; ingress gets it.
+        # The request span (see gateway.tracing) continues the caller's trace; so will ingress.
         carrier = telemetry.inject_carrier() or {
             "traceparent": valid_traceparent(request.headers.get("traceparent")),
             "tracestate": valid_tracestate(request.headers.get("tracestate"))}
@@ -199,5 +200,4 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=config.gateway.request_body_limit,
                        read_timeout=deadline)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
-    app.add_middleware(TracingMiddleware, routes=routes)
     return app
