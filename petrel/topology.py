@@ -23,8 +23,10 @@
 
 ``TopologySupervisor`` runs the replicas with ``petrel.supervisor.Supervisor`` (restart on
 exit, stop in reverse order). A service others depend on with ``condition: service_healthy``
-must pass its compose health check before the next service starts; afterwards health checks
-keep running and each change is printed as ``{"health": replica, "status": ...}``.
+must pass its compose health check before the next service starts; when it turns unhealthy
+(``retries`` failures after ``start_period``), exits or takes too long, everything stops and
+the command exits 1, as ``docker compose up`` fails. Health checks keep running afterwards and
+each change is printed as ``{"health": replica, "status": ...}``.
 
 ``local_prometheus_config`` rewrites the shipped Prometheus config to scrape the replicas.
 """
@@ -444,11 +446,11 @@ class TopologySupervisor(Supervisor):
         budget = check.start_period + check.interval * check.retries
         deadline = time.monotonic() + min(max(budget, MIN_HEALTHY_WAIT), MAX_HEALTHY_WAIT)
         while not self._stopping.is_set():
-            if self.health.get(replica.name) == "healthy":
+            status = self.health.get(replica.name)
+            if status == "healthy":
                 return
-            if child.process is not None and child.process.poll() is not None:
-                break
-            if time.monotonic() > deadline:
+            exited = child.process is not None and child.process.poll() is not None
+            if status == "unhealthy" or exited or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         if not self._stopping.is_set():

@@ -213,3 +213,32 @@ def _deliver_a_thousand(topology: RunningTopology, sink: SmtpSink) -> None:
     assert topology.stop() == 0, topology.tail()
     assert time.monotonic() - started < 30
     assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_an_unhealthy_dependency_stops_the_topology(tmp_path: Path) -> None:
+    """Like ``docker compose up``: a dependency that never turns healthy fails the start, and
+    what depends on it is never started."""
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n"
+        "  bounce:\n"
+        "    command: [petrel, bounce]\n"
+        "    environment: {PETREL_BOUNCE__LISTEN: '0.0.0.0:7704'}\n"
+        "    healthcheck: {test: [CMD-SHELL, 'exit 1'], interval: 1s, retries: 2}\n"
+        "  gateway:\n"
+        "    command: [petrel, gateway]\n"
+        "    environment: {PETREL_GATEWAY__HTTP_LISTEN: '0.0.0.0:8025'}\n"
+        "    depends_on: {bounce: {condition: service_healthy}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PETREL_", "OTEL_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "petrel", "topology", "--compose", str(compose),
+         "--data-dir", str(tmp_path / "data"), "--no-publish"],
+        cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {"health": "bounce", "status": "unhealthy", "detail": ""} in lines
+    assert any(line.get("error", "").startswith("bounce did not become healthy")
+               for line in lines)
+    assert not any(line.get("petrel") == "topology" for line in lines)
+    assert not (tmp_path / "data" / "run" / "gateway.pid").exists()
