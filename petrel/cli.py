@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from petrel import faults
-from petrel.config import ConfigError, load_config
+from petrel import faults, grpc_auth
+from petrel.config import ConfigError, hash_api_key, load_config
 
 SERVICES = ("spool", "bounce", "scheduler", "ingress", "egress", "gateway")
 
@@ -26,6 +26,10 @@ def _run_service(name: str, config_path: str | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     faults.arm(config.fault_points)
+    try:
+        grpc_auth.configure(grpc_auth.GrpcSecurity.from_config(config.security, identity=name))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     module = importlib.import_module(f"{name}.main")
     module.main(config)
 
@@ -50,9 +54,12 @@ _config_option = click.option("--config", "config_path", type=click.Path(dir_oka
 @click.option("--egress-replicas", type=int, default=1, show_default=True)
 @click.option("--metrics-port", type=click.IntRange(0, 65000), default=9101, show_default=True,
               help="First port of the services' /metrics endpoints (0: none).")
+@click.option("--secure", is_flag=True,
+              help="gRPC mutual TLS between the services, with certificates created once "
+                   "under DATA_DIR/certs.")
 def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
        http_listen: str | None, smarthost: str | None, egress_replicas: int,
-       metrics_port: int) -> None:
+       metrics_port: int, secure: bool) -> None:
     """Start every service as a local process; Ctrl-C stops them all."""
     from petrel.supervisor import Supervisor
 
@@ -69,6 +76,14 @@ def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    if secure:
+        from petrel.certs import ensure_certs
+
+        certs_dir = Path(config.data_dir).resolve() / "certs"
+        ensure_certs(certs_dir)
+        env["PETREL_SECURITY__GRPC_AUTH"] = "mtls"
+        env["PETREL_SECURITY__CERTS_DIR"] = str(certs_dir)
+        config = load_config(env=env)
     sys.exit(Supervisor(config, env, egress_replicas=egress_replicas,
                         metrics_port=metrics_port).run())
 
@@ -79,12 +94,53 @@ def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
 @click.option("--service", default="", help="gRPC health service name (default: the server).")
 def healthcheck(target: str, timeout: float, service: str) -> None:
     """Exit 0 when TARGET is healthy: HOST:PORT asks the gRPC health service, an http:// URL
-    expects a 2xx answer. For container health checks."""
+    expects a 2xx answer. For container health checks. gRPC probes use the [security] of the
+    configuration (PETREL_CONFIG, PETREL_SECURITY__*), with the ``client`` certificate."""
     from petrel.healthcheck import probe
 
-    healthy, detail = probe(target, timeout=timeout, service=service)
+    try:
+        security = grpc_auth.GrpcSecurity.from_config(load_config().security)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    healthy, detail = probe(target, timeout=timeout, service=service, security=security)
     click.echo(f"{target}: {detail}")
     sys.exit(0 if healthy else 1)
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Directory for ca.crt/ca.key and <name>.crt/<name>.key.")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="Extra DNS name or IP address in every certificate (repeatable).")
+@click.option("--days", type=int, default=825, show_default=True,
+              help="Validity of the service certificates.")
+def certs(out_dir: str, hosts: tuple[str, ...], days: int) -> None:
+    """Create a private CA and a certificate for every service (and `client` for tools), for
+    gRPC mutual TLS ([security] grpc_auth = "mtls", certs_dir = OUT). Existing files are
+    kept."""
+    from petrel.certs import ensure_certs
+
+    written = ensure_certs(out_dir, hosts=hosts, days=days)
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not written:
+        click.echo(f"{out_dir}: every certificate already exists")
+
+
+@cli.command("api-key")
+@click.option("--tenant", default="", help="The tenant the key may act for.")
+@click.option("--admin", is_flag=True, help="A key that may do everything.")
+def api_key(tenant: str, admin: bool) -> None:
+    """Create a random REST API key; prints the key (give it to the client) and the
+    [gateway.api_keys] line that stores only its hash."""
+    import secrets
+
+    if bool(tenant) == admin:
+        raise click.UsageError("give exactly one of --tenant NAME or --admin")
+    key = "pk_" + secrets.token_urlsafe(32)
+    rights = "{ admin = true }" if admin else "{ tenant = " + json.dumps(tenant) + " }"
+    click.echo(f"key: {key}")
+    click.echo(f'config: "{hash_api_key(key)}" = {rights}')
 
 
 def _key_values(values: Sequence[str], option: str) -> dict[str, str]:

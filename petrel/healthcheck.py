@@ -15,18 +15,27 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from petrel import grpc_auth
 
-def probe(target: str, timeout: float = 3.0, service: str = "") -> tuple[bool, str]:
+
+def probe(target: str, timeout: float = 3.0, service: str = "",
+          security: grpc_auth.GrpcSecurity | None = None) -> tuple[bool, str]:
+    """``security`` (default: the process's ``grpc_auth.current()``) secures a gRPC probe."""
     if target.startswith(("http://", "https://")):
         return _probe_http(target, timeout)
-    return _probe_grpc(target, timeout, service)
+    return _probe_grpc(target, timeout, service, security or grpc_auth.current())
 
 
-def _probe_grpc(address: str, timeout: float, service: str) -> tuple[bool, str]:
-    with grpc.insecure_channel(address) as channel:
+def _probe_grpc(address: str, timeout: float, service: str,
+                security: grpc_auth.GrpcSecurity) -> tuple[bool, str]:
+    credentials = security.channel_credentials()
+    channel = (grpc.secure_channel(address, credentials) if credentials is not None
+               else grpc.insecure_channel(address))
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout,
+                               metadata=security.call_metadata())
         except grpc.RpcError as exc:
             return False, f"{exc.code().name}: {exc.details()}"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -14,6 +14,10 @@ server-streaming calls get CLIENT/SERVER spans and propagate the W3C context in 
 Health checks, reflection and the long-lived multiplexed bidi streams are left out
 (``traced_method``): a span per stream would last for hours and make every item handled on
 it look like part of one trace; their items carry each message's own trace context instead.
+
+Security: both factories apply the process's ``petrel.grpc_auth`` setting (``none``, ``token``
+or ``mtls``; set once at start by ``petrel.cli``) or the ``security`` passed to them: TLS
+credentials on the port and the channel, and the token interceptors ahead of tracing.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 
-from petrel import telemetry
+from petrel import grpc_auth, telemetry
 from petrel.v1 import bounce_pb2, ingress_pb2, scheduler_pb2, spool_pb2
 
 log = logging.getLogger(__name__)
@@ -115,15 +119,18 @@ class _Registrar(Protocol):
 
 
 def create_server(listen: str, services: Iterable[tuple[_Registrar, Any, str]],
+                  security: grpc_auth.GrpcSecurity | None = None,
                   ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Create, bind and register a server; returns ``(server, health_servicer, bound_port)``.
 
     ``services`` holds ``(add_XxxServicer_to_server, servicer, full_service_name)`` triples.
     The server is not started; ``petrel.runtime.serve_grpc_until`` (or ``set_serving``) marks
-    the services SERVING once it is.
+    the services SERVING once it is. ``security`` defaults to ``grpc_auth.current()``.
     """
+    security = security or grpc_auth.current()
     server = grpc.aio.server(options=SERVER_OPTIONS,
-                             interceptors=[aio_server_interceptor(filter_=traced_method)])
+                             interceptors=[*security.server_interceptors(),
+                                           aio_server_interceptor(filter_=traced_method)])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -131,7 +138,9 @@ def create_server(listen: str, services: Iterable[tuple[_Registrar, Any, str]],
         register(servicer, server)
         names.append(name)
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    credentials = security.server_credentials()
+    port = (server.add_secure_port(listen, credentials) if credentials is not None
+            else server.add_insecure_port(listen))
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     return server, health_servicer, port
@@ -145,10 +154,17 @@ async def set_serving(health_servicer: health.aio.HealthServicer, names: Iterabl
         await health_servicer.set(name, status)
 
 
-def create_channel(address: str) -> grpc.aio.Channel:
-    """Insecure channel to ``address`` (``host:port`` or any gRPC target string)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS,
-                                     interceptors=client_interceptors())
+def create_channel(address: str, security: grpc_auth.GrpcSecurity | None = None,
+                   ) -> grpc.aio.Channel:
+    """Channel to ``address`` (``host:port`` or any gRPC target string), secured as
+    ``security`` (default ``grpc_auth.current()``) says."""
+    security = security or grpc_auth.current()
+    interceptors = [*client_interceptors(), *security.client_interceptors()]
+    credentials = security.channel_credentials()
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS,
+                                       interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 Req = TypeVar("Req")
