@@ -19,6 +19,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 
 import petrel
 from gateway import views
+from gateway.auth import ApiKeyMiddleware, principal_of, warn_if_exposed
 from gateway.clients import Backends
 from gateway.compose import Composer, RequestProblem
 from gateway.errors import ApiError, install_error_handlers
@@ -48,8 +49,16 @@ log = logging.getLogger(__name__)
 # (an orchestrator's probe, an operator) for the full request deadline.
 PROBE_DEADLINE = 2.0
 
+# With API keys configured (docs/security.md).
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
+    403: {"model": ErrorResponse, "description": "The key's tenant may not do this."},
+    429: {"model": ErrorResponse, "description": "The key's rate limit; see Retry-After."},
+}
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad JSON or a bad field (named in `field`)."},
+    **_AUTH_ERRORS,
 }
 
 _DESCRIPTION = """\
@@ -77,6 +86,7 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
     app.state.draining = False
     app.state.metrics = metrics
     install_error_handlers(app)
+    warn_if_exposed(config.gateway)
 
     @app.post(
         "/api/inject/v1", response_model=InjectV1Response, tags=["inject"],
@@ -87,6 +97,13 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
                    503: {"model": InjectUnavailableResponse,
                          "description": "Ingress unavailable: no recipient was accepted."}})
     async def inject_v1(request: Request, body: InjectV1Request) -> Any:
+        caller = principal_of(request)
+        tenant = body.tenant
+        if not caller.admin:
+            if tenant and tenant != caller.tenant:
+                raise ApiError(403, f"tenant: this key may only inject for tenant "
+                               f"{caller.tenant!r}", "tenant")
+            tenant = caller.tenant
         try:
             composer = await asyncio.to_thread(Composer, body, config.ingress.max_message_size)
         except TemplateSyntaxProblem as exc:
@@ -100,7 +117,7 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
         traceparent = carrier.get("traceparent", "")
         tracestate = carrier.get("tracestate", "") if traceparent else ""
         results = await inject_all(
-            backends.inject, composer, sender=body.envelope_sender, tenant=body.tenant,
+            backends.inject, composer, sender=body.envelope_sender, tenant=tenant,
             campaign=body.campaign, deadline=deadline, traceparent=traceparent,
             tracestate=tracestate, client_address=request.client.host if request.client else "")
         accepted = [r for r in results if r.ok]
@@ -125,7 +142,8 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
 
     @app.get("/api/queue-summary/v1", response_model=QueueSummaryResponse, tags=["queues"],
              summary="Counts and oldest age of every scheduled and ready queue",
-             responses={503: {"model": ErrorResponse, "description": "Scheduler unavailable."}})
+             responses={**_AUTH_ERRORS,
+                        503: {"model": ErrorResponse, "description": "Scheduler unavailable."}})
     async def queue_summary() -> Any:
         try:
             response = await backends.scheduler.GetQueueSummary(
@@ -140,6 +158,7 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
                         404: {"model": ErrorResponse, "description": "No such message."},
                         503: {"model": ErrorResponse, "description": "Spool unavailable."}})
     async def inspect_message(
+        request: Request,
         id: Annotated[str, Query(description="Message id (32 lower-case hex digits).")],
         want_body: Annotated[bool, Query(description="Include the message itself.")] = False,
     ) -> Any:
@@ -154,6 +173,9 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
             raise grpc_error("spool", exc) from exc
         if not stored.meta.id:
             raise ApiError(404, f"message {id} not found", "id")
+        caller = principal_of(request)
+        if not caller.admin and stored.meta.tenant != caller.tenant:
+            raise ApiError(403, f"message {id} belongs to another tenant", "id")
         state: dict[str, str] | None = None
         try:
             queued = await backends.scheduler.InspectMessage(
@@ -199,5 +221,7 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
     routes = frozenset(str(getattr(route, "path", "")) for route in app.routes)
     app.add_middleware(BodyLimitMiddleware, limit=config.gateway.request_body_limit,
                        read_timeout=deadline)
+    # Outside the body limit: a caller without a valid key never gets its body read.
+    app.add_middleware(ApiKeyMiddleware, config=config.gateway)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
