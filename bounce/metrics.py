@@ -31,6 +31,18 @@ CLASSIFY_SECONDS = METRICS.histogram(
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
     initial=[(r,) for r in RPCS])
 
+SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
+SUPPRESSIONS_ADDED = METRICS.counter(
+    "petrel_bounce_suppressions_added",
+    "Suppression list entries added or replaced, by source: bounce, complaint, manual.",
+    ["source"], initial=[(s,) for s in SUPPRESSION_SOURCES])
+SUPPRESSIONS_REMOVED = METRICS.counter(
+    "petrel_bounce_suppressions_removed", "Suppression list entries removed (expired or not).")
+SUPPRESSION_CHECKS = METRICS.counter(
+    "petrel_bounce_suppression_checks",
+    "Addresses checked against the suppression list, by result: suppressed, clear.",
+    ["result"], initial=[("suppressed",), ("clear",)])
+
 category_label = LabelCap()
 
 

@@ -129,6 +129,13 @@ class IngressConfig(_Section):
     # and text lines of DATA (RFC 5321: 1000).
     max_command_line: int = Field(default=512, ge=64)
     max_line_length: int = Field(default=1000, ge=78)
+    # Suppression list checks at reception (docs/bounces.md): answers are cached this long
+    # (at most suppression_cache_size of them); a check that gets no answer within
+    # suppression_deadline lets the recipient through (fail open).
+    suppression_check: bool = True
+    suppression_cache_ttl: Duration = 5.0
+    suppression_cache_size: int = Field(default=100_000, ge=0)
+    suppression_deadline: Duration = 1.0
 
     @field_validator("relay_networks")
     @classmethod
@@ -180,6 +187,42 @@ class BounceConfig(_Section):
     # Extra KumoMTA-format rule files, consulted before the built-in rules.
     rules_files: tuple[str, ...] = ()
     metrics_listen: str = ""
+    # Correlation (docs/bounces.md). Mail to any address at `domain`, or to one of
+    # `feedback_addresses`, is an inbound report: ingress accepts it from anyone, classifies it
+    # and logs OOB / Feedback events instead of queueing it. With `domain` set and `verp` on,
+    # egress sends MAIL FROM:<sender-local+ID=sender-domain@domain>.
+    domain: str = ""
+    feedback_addresses: tuple[str, ...] = ()
+    verp: bool = True
+    # Header egress adds to every message (our id, tenant and campaign); "" = none.
+    ref_header: str = Field(default="X-Petrel-Ref", pattern=r"^([A-Za-z0-9-]{1,64})?$")
+    # Key that signs the header (HMAC-SHA256); a report whose header is unsigned or signed
+    # with another key is not tied to a message. "" = unsigned.
+    ref_secret: SecretStr = SecretStr("")
+    # Suppression list: this instance keeps it (RocksDB under suppression_path, default
+    # <data_dir>/suppression) and serves SuppressionService; clients call
+    # suppression_address ("" = address).
+    suppression: bool = True
+    suppression_path: str = ""
+    suppression_address: OptionalHostPort = ""
+    # What adds entries by itself: permanent failures (synchronous or OOB) of these
+    # categories, and complaints; automatic entries expire after suppression_expiry (0 = never).
+    suppress_bounces: bool = True
+    suppress_categories: tuple[str, ...] = ("InvalidRecipient", "InactiveMailbox", "BadDomain")
+    suppress_complaints: bool = True
+    suppression_expiry: Duration = 0.0
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower().rstrip(".")
+        if value and ("@" in value or not all(value.split("."))):
+            raise ValueError(f"expected a domain name, got {value!r}")
+        return value
+
+    @property
+    def suppression_target(self) -> str:
+        return self.suppression_address or self.address
 
 
 API_KEY_HASH_PREFIX = "sha256:"
@@ -356,6 +399,10 @@ class Config(_Section):
     @property
     def events_dir(self) -> Path:
         return Path(self.events.dir or Path(self.data_dir) / "events")
+
+    @property
+    def suppression_path(self) -> Path:
+        return Path(self.bounce.suppression_path or Path(self.data_dir) / "suppression")
 
 
 def _env_value(raw: str) -> Any:

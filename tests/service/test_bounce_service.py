@@ -82,7 +82,7 @@ async def test_serve_uses_configured_rules_and_reports_health(tmp_path: Path) ->
     rules = tmp_path / "mine.toml"
     rules.write_text('[rules]\nOurOwn = ["^550 .*frobnicat"]\n')
     port = free_port()
-    config = load_config(env={}, overrides={"bounce": {
+    config = load_config(env={}, overrides={"data_dir": str(tmp_path), "bounce": {
         "listen": f"127.0.0.1:{port}", "rules_files": [str(rules)]}})
     stop = asyncio.Event()
     task = asyncio.create_task(serve(config, stop))
