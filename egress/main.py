@@ -22,6 +22,7 @@ from egress.delivery import SmtpDeliverer
 from egress.metrics import route_looked_up, serve_metrics
 from egress.pool import ConnectionPool
 from egress.session import SessionOptions
+from egress.stamp import Stamper
 from egress.task import TaskRunner
 from egress.worker import DispatchWorker
 from petrel.config import Config
@@ -58,7 +59,8 @@ async def serve(stop: asyncio.Event, config: Config, *,
     bodies = SpoolBodies(spool_channel, body_deadline)
     runner = TaskRunner(Router(config.routing, observer=route_looked_up),
                         SmtpDeliverer(pool, SessionOptions.from_config(egress)),
-                        bodies, BounceClassifier(bounce_channel))
+                        bodies, BounceClassifier(bounce_channel),
+                        stamper=Stamper.from_config(config.bounce))
     worker = DispatchWorker(scheduler_pb2_grpc.SchedulerServiceStub(scheduler_channel),
                             runner.run, worker_id, egress.max_inflight, drain_timeout)
     pool.start()

@@ -9,7 +9,8 @@
 * the spool cannot be reached → ``451 4.3.0`` (retried later);
 * otherwise the SMTP attempt's per-recipient replies.
 
-Failed recipients' replies are classified by the bounce service in one call.
+Failed recipients' replies are classified by the bounce service in one call. The ref header
+and the VERP return path (``egress.stamp``) are applied to what is sent, when configured.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from egress import metrics, tracing
 from egress.clients import BodyUnavailable
 from egress.delivery import Attempt
 from egress.replies import BODY_NOT_FOUND, BODY_UNAVAILABLE, outcome_of, to_proto
+from egress.stamp import Stamper
 from petrel.events import trace_id_of
 from petrel.metrics import observe
 from petrel.routing import Route
@@ -86,12 +88,14 @@ def failed_replies(attempt: Attempt) -> list[Reply]:
 
 class TaskRunner:
     def __init__(self, router: Resolver, deliverer: Sender, bodies: Bodies,
-                 classifier: Classifier, egress_source: str = DEFAULT_EGRESS_SOURCE) -> None:
+                 classifier: Classifier, egress_source: str = DEFAULT_EGRESS_SOURCE,
+                 stamper: Stamper | None = None) -> None:
         self.router = router
         self.deliverer = deliverer
         self.bodies = bodies
         self.classifier = classifier
         self.egress_source = egress_source
+        self.stamper = stamper or Stamper()
 
     async def run(self, task: scheduler_pb2.DeliveryTask) -> scheduler_pb2.DeliveryResult:
         with tracing.deliver_span(task) as span:
@@ -148,4 +152,5 @@ class TaskRunner:
             log.error("message %s is not in the spool; reporting it as failed so the "
                       "scheduler finalises it", task.message_id, extra=extra)
             return Attempt.uniform(BODY_NOT_FOUND, count, route.site)
-        return await self.deliverer.send(route, task.sender, list(task.recipients), body)
+        sender, body = self.stamper.envelope(task, body)
+        return await self.deliverer.send(route, sender, list(task.recipients), body)

@@ -17,13 +17,18 @@ pytestmark = pytest.mark.e2e
 SENDER = "sender@petrel.test"
 
 
-def _strip_added_headers(data: bytes) -> bytes:
-    """The message as sent by the client: drop the Received header Petrel prepends."""
-    assert data.startswith(b"Received: "), data[:200]
+def _strip_field(data: bytes, name: bytes) -> bytes:
+    assert data.startswith(name + b": "), data[:200]
     end = data.index(b"\r\n", 0)
     while data[end + 2:end + 3] in (b" ", b"\t"):  # folded continuation lines
         end = data.index(b"\r\n", end + 2)
     return data[end + 2:]
+
+
+def _strip_added_headers(data: bytes) -> bytes:
+    """The message as sent by the client: drop the ref header egress prepends and the
+    Received header ingress prepends."""
+    return _strip_field(_strip_field(data, b"X-Petrel-Ref"), b"Received")
 
 
 def test_every_inject_path_delivers_exact_body_once(make_pipeline, sink: SmtpSink) -> None:

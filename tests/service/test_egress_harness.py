@@ -353,10 +353,14 @@ class EgressHarness:
 
     def __init__(self, tmp_path: Path, *, routing: dict[str, Any] | None = None,
                  egress: dict[str, Any] | None = None, bounce: bool = True,
-                 body_deadline: float = 15.0, drain_timeout: float = 8.0) -> None:
+                 body_deadline: float = 15.0, drain_timeout: float = 8.0,
+                 bounce_config: dict[str, Any] | None = None) -> None:
         self.tmp_path = tmp_path
         self.routing = routing or {}
         self.egress = egress or {}
+        # No ref header unless asked for, so tests can compare what the sink got with the body
+        # (the stamps have their own tests: test_egress_stamp.py).
+        self.bounce_config = {"ref_header": "", **(bounce_config or {})}
         self.with_bounce = bounce
         self.body_deadline = body_deadline
         self.drain_timeout = drain_timeout
@@ -387,7 +391,7 @@ class EgressHarness:
             "data_dir": str(self.tmp_path),
             "spool": {"address": f"127.0.0.1:{self.spool_port}"},
             "scheduler": {"address": f"127.0.0.1:{driver_port}"},
-            "bounce": {"address": f"127.0.0.1:{bounce_port}"},
+            "bounce": {"address": f"127.0.0.1:{bounce_port}", **self.bounce_config},
             "routing": self.routing, "egress": egress})
         self._serve_task = asyncio.create_task(
             serve(self.stop, self.config, body_deadline=self.body_deadline,

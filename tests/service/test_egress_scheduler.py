@@ -40,7 +40,7 @@ async def egress_workers(h: Harness, count: int = 1, **egress: Any
     stop = asyncio.Event()
     configs = [load_config(env={}, overrides={
         **base, "scheduler": {**base["scheduler"], "address": h.app.address},
-        "bounce": {**base["bounce"], "address": f"127.0.0.1:{bounce_port}"},
+        "bounce": {**base["bounce"], "address": f"127.0.0.1:{bounce_port}", "ref_header": ""},
         "egress": {**base["egress"], "worker_id": f"egress-{i}", "connect_timeout": 3,
                    **egress}}) for i in range(count)]
     tasks = [asyncio.create_task(serve(stop, config)) for config in configs]
