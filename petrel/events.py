@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import json
+import logging
 import os
 import socket
 import time
@@ -37,6 +39,8 @@ from petrel.event_segments import (
 
 if TYPE_CHECKING:
     from petrel.config import Config
+
+log = logging.getLogger(__name__)
 
 RECORD_TYPES = (
     "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce",
@@ -111,7 +115,7 @@ class EventLog:
     a rotation, closed segments that ended more than ``retention`` seconds ago are deleted,
     oldest first, unless a webhook named in ``webhooks`` has not shipped them yet. A restarted
     writer drops an unfinished last line (never acknowledged) and appends to its newest segment.
-    Two live writers must not share a name and instance id.
+    Two live writers never share a stream: a second one adds its process id to the instance.
     """
 
     def __init__(self, directory: str | os.PathLike[str], name: str, *, instance_id: str = "",
@@ -119,7 +123,8 @@ class EventLog:
                  webhooks: Sequence[str] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self.directory = Path(directory)
-        self.stream = stream_name(name, instance_id)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.stream, self._lock_fd = _claim_stream(self.directory, name, instance_id)
         self.max_file_bytes = max_file_bytes
         self.max_file_age = max_file_age
         self.retention = retention
@@ -128,7 +133,6 @@ class EventLog:
         self._file: BinaryIO
         self._segment: Segment
         self._size = 0
-        self.directory.mkdir(parents=True, exist_ok=True)
         self._open_newest()
         self._apply_retention()
         self._committer: GroupCommitter[bytes, None] = GroupCommitter(self._flush)
@@ -222,6 +226,35 @@ class EventLog:
     async def close(self) -> None:
         await self._committer.close()
         self._file.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _claim_stream(directory: Path, name: str, instance_id: str) -> tuple[str, int | None]:
+    """The stream this writer owns, locked (``flock`` on ``.<stream>.lock``) for its life.
+    When another live process holds ``<name>.<instance_id>`` (replicas on one host with the
+    same host name), the process id is added, so two writers never share a file."""
+    pid = os.getpid()
+    candidates = [instance_id, f"{instance_id}-{pid}",
+                  *(f"{instance_id}-{pid}-{n}" for n in range(2, 100))]
+    for candidate in candidates:
+        stream = stream_name(name, candidate)
+        fd = os.open(directory / f".{stream}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        except OSError:  # a file system without flock: nothing to enforce with
+            os.close(fd)
+            return stream, None
+        if candidate != instance_id:
+            log.warning("event log %s is written by another process; this one writes %s "
+                        "(set events.instance_id per replica)",
+                        stream_name(name, instance_id), stream)
+        return stream, fd
+    raise RuntimeError(f"no free event log name for {name!r} in {directory}")
 
 
 def read_events(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:

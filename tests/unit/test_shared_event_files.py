@@ -208,3 +208,18 @@ def test_end_positions_skip_unfinished_line(tmp_path: Path) -> None:
     _write(tmp_path / "ingress.5.jsonl", [rec("Reception", 1, 1.0)], tail=b"{")
     size = (tmp_path / "ingress.5.jsonl").stat().st_size
     assert end_positions(tmp_path) == {"ingress": Position("ingress.5.jsonl", size - 1)}
+
+
+async def test_two_live_writers_never_share_a_stream(tmp_path: Path) -> None:
+    first = EventLog(tmp_path, "ingress", instance_id="host")
+    second = EventLog(tmp_path, "ingress", instance_id="host")
+    assert first.stream == "ingress.host"
+    assert second.stream.startswith("ingress.host-") and second.path != first.path
+    await first.write([rec("Reception", 1, 1.0)])
+    await second.write([rec("Reception", 2, 2.0)])
+    await first.close()
+    await second.close()
+    again = EventLog(tmp_path, "ingress", instance_id="host")
+    assert again.stream == "ingress.host"  # released on close
+    await again.close()
+    assert sorted(r["id"][-1] for r in read_events(tmp_path)) == ["1", "2"]
