@@ -7,8 +7,9 @@ from the standard ``OTEL_*`` variables: the resource from ``OTEL_SERVICE_NAME`` 
 ``OTEL_TRACES_SAMPLER`` (default ``parentbased_always_on``), and an OTLP/gRPC exporter behind
 a ``BatchSpanProcessor`` only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_TRACES_EXPORTER`` is not ``none``).
-Without an endpoint spans are still created, so trace ids reach logs and events, but nothing
-is exported. ``OTEL_SDK_DISABLED=true`` leaves the API's no-op tracer in place.
+Without an endpoint (or with ``OTEL_SDK_DISABLED=true``) the SDK is not installed at all: the
+API's no-op tracer costs next to nothing and still passes each message's stored context on
+(a span started from it is that context), so trace ids keep reaching events and log lines.
 ``shutdown_tracing()`` flushes (bounded) and stops the exporter.
 
 A message's trace context travels as a W3C carrier dict (``traceparent``, ``tracestate``)
@@ -114,19 +115,20 @@ def build_provider(service: str, environ: Mapping[str, str] | None = None,
 
 
 def setup_tracing(service: str) -> TracerProvider | None:
-    """Install the tracer provider for ``service`` (see the module docstring); idempotent
-    within a process. Returns the provider, or ``None`` when the SDK is disabled."""
+    """Install the tracer provider for ``service`` when traces are to be exported (see the
+    module docstring); idempotent within a process. Returns the provider, or ``None``."""
     global _provider, _exporter
     if _provider is not None:
         return _provider
+    if not exporter_wanted(os.environ):
+        return None
     built = build_provider(service)
     if built is None:
         return None
     _provider, _exporter = built
     trace.set_tracer_provider(_provider)
-    if _exporter is not None:
-        log.info("exporting traces over OTLP to %s", next(
-            os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v, "").strip()))
+    log.info("exporting traces over OTLP to %s", next(
+        os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v, "").strip()))
     return _provider
 
 

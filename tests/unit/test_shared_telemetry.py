@@ -85,6 +85,14 @@ def test_provider_without_endpoint_has_no_exporter() -> None:
     assert telemetry.build_provider("spool", {"OTEL_SDK_DISABLED": "true"}) is None
 
 
+def test_nothing_installed_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in telemetry.ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert telemetry.setup_tracing("ingress") is None
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+    telemetry.shutdown_tracing()
+
+
 def test_shutdown_is_bounded_when_the_collector_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
