@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from petrel.events import trace_id_of
 from petrel.faults import fault_point
 from petrel.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -182,7 +183,8 @@ class DispatchWorker:
             return
         self.results_dropped += 1
         log.info("result of task %s dropped: its dispatch stream is gone", task.task_id,
-                 extra={"message_id": task.message_id})
+                 extra={"message_id": task.message_id,
+                        "trace_id": trace_id_of(task.trace_context)})
 
     async def _finish_running(self) -> None:
         """Wait up to ``drain_timeout`` for running deliveries, then cancel the rest."""

@@ -18,6 +18,7 @@ import logging
 import grpc
 
 from petrel import telemetry
+from petrel.events import trace_id_of
 from petrel.rpc import StreamBroken, StreamCaller
 from petrel.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
               grpc.StatusCode.DEADLINE_EXCEEDED.value[0], grpc.StatusCode.ABORTED.value[0]}
+
+
+def _ids(meta: common_pb2.MessageMeta) -> dict[str, str]:
+    return {"message_id": meta.id, "trace_id": trace_id_of(meta.trace_context)}
 
 
 class Enqueuer:
@@ -62,18 +67,18 @@ class Enqueuer:
                                                timeout=self._deadline)
         except (TimeoutError, StreamBroken) as exc:
             log.warning("enqueue of %s failed: %s", meta.id, exc or "timeout",
-                        extra={"message_id": meta.id})
+                        extra=_ids(meta))
             return False
         if response.status.code == 0:
             return True
         if response.status.code in _RETRYABLE:
             log.warning("scheduler deferred %s: %s", meta.id, response.status.message,
-                        extra={"message_id": meta.id})
+                        extra=_ids(meta))
             return False
         # A refusal that retrying cannot fix; the spool still holds the message and the
         # scheduler's reconciliation is the remedy.
         log.error("scheduler refused %s: %s (code %d)", meta.id, response.status.message,
-                  response.status.code, extra={"message_id": meta.id})
+                  response.status.code, extra=_ids(meta))
         return True
 
     def _defer(self, meta: common_pb2.MessageMeta) -> None:
@@ -81,7 +86,7 @@ class Enqueuer:
             lost = self._backlog.popleft()
             self.dropped += 1
             log.error("enqueue backlog full, leaving %s to scheduler reconciliation", lost.id,
-                      extra={"message_id": lost.id})
+                      extra=_ids(lost))
         self._backlog.append(meta)
         if self._retry_task is None or self._retry_task.done():
             with telemetry.detached():  # it retries many messages, not this one's trace

@@ -21,6 +21,7 @@ import logging
 
 import grpc
 
+from petrel.events import trace_id_of
 from petrel.rpc import StreamBroken, StreamCaller
 from petrel.v1 import common_pb2, spool_pb2, spool_pb2_grpc
 
@@ -62,7 +63,8 @@ class SpoolWriter:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
             log.warning("spool refused message %s: %s (code %d)", meta.id,
                         response.status.message, response.status.code,
-                        extra={"message_id": meta.id})
+                        extra={"message_id": meta.id,
+                               "trace_id": trace_id_of(meta.trace_context)})
             raise StoreFailed(code, f"spool refused the write: {response.status.message}")
         return response
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from petrel.config import SchedulerConfig
-from petrel.events import EventLog
+from petrel.events import EventLog, trace_id_of
 from petrel.faults import fault_point
 from petrel.ids import id_timestamp_ms, is_message_id
 from petrel.routing import Router
@@ -433,7 +433,9 @@ class Scheduler:
                 flight.worker.tasks.pop(flight.task_id, None)
                 log.warning("task %s of %s unanswered by %s after %.0fs; putting it back",
                             flight.task_id, flight.job.message.id, flight.worker.id,
-                            self.config.task_timeout, extra={"message_id": flight.job.message.id})
+                            self.config.task_timeout, extra={
+                                "message_id": flight.job.message.id,
+                                "trace_id": trace_id_of(flight.job.message.parse().trace_context)})
                 self._put_back(flight.job)
             if expired:
                 metrics.TASKS_REQUEUED.labels("timeout").inc(len(expired))
