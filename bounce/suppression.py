@@ -17,6 +17,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from petrel.suppression import SOURCE_NAMES, address_key
 from petrel.v1 import suppression_pb2
 
 MAX_ADDRESS = 320
@@ -32,12 +33,6 @@ ENTRY = b"e\0"
 INDEX = b"a\0"
 SEP = b"\0"
 
-SOURCE_NAMES = {
-    suppression_pb2.SUPPRESSION_SOURCE_BOUNCE: "bounce",
-    suppression_pb2.SUPPRESSION_SOURCE_COMPLAINT: "complaint",
-    suppression_pb2.SUPPRESSION_SOURCE_MANUAL: "manual",
-}
-SOURCES = {name: value for value, name in SOURCE_NAMES.items()}
 
 
 class InvalidEntry(ValueError):
@@ -47,10 +42,6 @@ class InvalidEntry(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-def address_key(address: str) -> str:
-    return address.strip().lower()
 
 
 def entry_key(tenant: str, address: str) -> bytes:
@@ -123,14 +114,6 @@ def normalize_entry(entry: suppression_pb2.Suppression, field: str, now_ms: int,
 
 def is_active(entry: suppression_pb2.Suppression, now_ms: int) -> bool:
     return not entry.expires_unix_ms or entry.expires_unix_ms > now_ms
-
-
-def describe(entry: suppression_pb2.Suppression) -> str:
-    """``tenant acme: bounce InvalidRecipient`` (``global: manual ...`` for tenant ``""``),
-    as SMTP replies and errors name an entry."""
-    scope = f"tenant {entry.tenant}" if entry.tenant else "global"
-    source = SOURCE_NAMES.get(entry.source, "manual")
-    return f"{scope}: {source} {entry.reason}".rstrip()
 
 
 @dataclass(frozen=True, slots=True)

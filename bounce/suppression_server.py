@@ -22,7 +22,6 @@ from bounce.suppression import (
     MAX_BATCH,
     MAX_CHECK,
     MAX_PAGE,
-    SOURCE_NAMES,
     InvalidEntry,
     check_address,
     check_tenant,
@@ -31,6 +30,7 @@ from bounce.suppression import (
 )
 from bounce.suppression_store import SuppressionStore
 from petrel.rpc import abort_invalid
+from petrel.suppression import SOURCE_NAMES
 from petrel.v1 import suppression_pb2, suppression_pb2_grpc
 
 log = logging.getLogger(__name__)

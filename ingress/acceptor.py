@@ -6,6 +6,11 @@ write one ``Reception`` event per recipient. It returns only after the durable w
 failure to store raises ``StoreFailed`` and nothing is acknowledged. A duplicate (same
 idempotency key) returns the original id with ``duplicate=True`` and is neither enqueued nor
 logged again. Concurrent submissions with the same key inside this process share one write.
+
+Suppression list: once the tenant is known (after ``prepare_message`` read ``X-Tenant``), the
+recipients are checked (``ingress.suppression``, fail open). Each suppressed one gets a
+``Rejection`` record. With ``partial_ok`` (SMTP, past RCPT) the others are accepted;
+otherwise, or when none is left, ``RecipientsSuppressed`` is raised and nothing is stored.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from ingress import metrics, tracing
 from ingress.enqueuer import Enqueuer
 from ingress.message import Stamp, prepare_message
 from ingress.spool_writer import SpoolWriter
-from petrel import ids, telemetry
+from ingress.suppression import SuppressionChecker
+from petrel import ids, smtp_replies, telemetry
 from petrel.events import EventLog, make_record, trace_id_of
 from petrel.faults import fault_point
 from petrel.metrics import observe
 from petrel.routing import normalize_domain
-from petrel.v1 import common_pb2
+from petrel.suppression import SOURCE_NAMES, describe
+from petrel.v1 import common_pb2, suppression_pb2
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +59,27 @@ class Submission:
     meta: Mapping[str, str] = field(default_factory=dict)
     idempotency_key: str = ""
     trace_context: Mapping[str, str] = field(default_factory=dict)
+    # Accept the recipients that are not suppressed when some are (SMTP after RCPT).
+    partial_ok: bool = False
 
     @property
     def reception_protocol(self) -> str:
         return "ESMTP" if self.protocol.startswith("ESMTP") else self.protocol
+
+
+class RecipientsSuppressed(Exception):
+    """Recipients are on the suppression list; nothing was stored. ``refused`` maps each
+    (in request order) to the entry that applies."""
+
+    def __init__(self, refused: dict[str, suppression_pb2.Suppression]) -> None:
+        self.refused = refused
+        first, entry = next(iter(refused.items()))
+        super().__init__(f"{first} suppressed ({describe(entry)})")
+
+    @property
+    def reply(self) -> str:
+        """The SMTP reply naming the first refused recipient's entry."""
+        return smtp_replies.suppressed(describe(next(iter(self.refused.values()))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +91,13 @@ class Accepted:
 
 class Acceptor:
     def __init__(self, hostname: str, spool: SpoolWriter, enqueuer: Enqueuer,
-                 events: EventLog | None) -> None:
+                 events: EventLog | None,
+                 suppression: SuppressionChecker | None = None) -> None:
         self._hostname = hostname
         self._spool = spool
         self._enqueuer = enqueuer
         self._events = events
+        self.suppression = suppression
         self._by_key: dict[str, asyncio.Future[Accepted]] = {}
         self._tasks: set[asyncio.Task[Accepted]] = set()
 
@@ -133,10 +159,11 @@ class Acceptor:
             sub.content,
             Stamp(message_id, self._hostname, sub.protocol, sub.peer_ip, sub.helo),
             tenant=sub.tenant, campaign=sub.campaign, trace_context=sub.trace_context)
+        recipients = await self._unsuppressed(sub, prepared.tenant, prepared.campaign)
         parent = (telemetry.context_from_carrier(prepared.trace_context)
                   if prepared.trace_given else None)
         with tracing.reception_span(sub.reception_protocol, parent, message_id=message_id,
-                                    recipients=len(sub.recipients),
+                                    recipients=len(recipients),
                                     size=len(prepared.content), peer=sub.peer_ip,
                                     tenant=prepared.tenant) as span:
             # The stored context is the reception span's, so every later span of the
@@ -146,7 +173,7 @@ class Acceptor:
                 id=message_id, sender=sub.sender,
                 recipients=[common_pb2.Recipient(address=r,
                                                  state=common_pb2.RECIPIENT_STATE_PENDING)
-                            for r in sub.recipients],
+                            for r in recipients],
                 tenant=prepared.tenant, campaign=prepared.campaign, created_unix_ms=created_ms,
                 size=len(prepared.content), trace_context=carrier, meta=sub.meta,
                 reception_protocol=sub.reception_protocol, peer_address=sub.peer_ip,
@@ -163,7 +190,7 @@ class Acceptor:
                 log.info("duplicate of %s (idempotency key)", stored.id,
                          extra={"message_id": stored.id})
                 return Accepted(stored.id, duplicate=True)
-            metrics.received(sub.reception_protocol, len(sub.recipients))
+            metrics.received(sub.reception_protocol, len(recipients))
             # On disk before the scheduler hears of the message, so a Reception precedes the
             # message's other records (webhook order, docs/events.md "Order").
             await self._log_reception(meta)
@@ -171,6 +198,45 @@ class Acceptor:
             log.debug("accepted %s", message_id, extra={"message_id": message_id,
                                                         "trace_id": trace_id})
             return Accepted(message_id, trace_id=trace_id)
+
+    async def _unsuppressed(self, sub: Submission, tenant: str, campaign: str) -> list[str]:
+        """The recipients to accept; raises ``RecipientsSuppressed`` (see the module doc)."""
+        if self.suppression is None:
+            return list(sub.recipients)
+        refused = await self.suppression.check(tenant, sub.recipients)
+        if not refused:
+            return list(sub.recipients)
+        await self.log_rejections(sub.sender, refused, tenant=tenant, campaign=campaign,
+                                  peer=sub.peer_ip, protocol=sub.reception_protocol)
+        left = [r for r in sub.recipients if r not in refused]
+        if not (sub.partial_ok and left):
+            raise RecipientsSuppressed(refused)
+        return left
+
+    async def log_rejections(self, sender: str,
+                             refused: Mapping[str, suppression_pb2.Suppression], *,
+                             tenant: str, campaign: str, peer: str, protocol: str) -> None:
+        """One ``Rejection`` record per suppressed recipient (best effort: the refusal stands
+        whether or not its record could be written)."""
+        if self._events is None or not refused:
+            return
+        records = [
+            make_record("Rejection", message_id="", sender=sender, recipient=address,
+                        queue=queue_name(address, tenant, campaign), code=550,
+                        enhanced_code="5.7.1",
+                        content=smtp_replies.parse_reply(
+                            smtp_replies.suppressed(describe(entry))).text,
+                        tenant=tenant, campaign=campaign, peer=peer,
+                        reception_protocol=protocol,
+                        suppression={"tenant": entry.tenant, "reason": entry.reason,
+                                     "source": SOURCE_NAMES.get(entry.source, "manual"),
+                                     "created": entry.created_unix_ms // 1000 or None})
+            for address, entry in refused.items()
+        ]
+        try:
+            await self._events.write(records)
+        except Exception:
+            log.exception("writing %d Rejection events failed", len(records))
 
     async def _enqueue(self, meta: common_pb2.MessageMeta) -> None:
         with tracing.step("enqueue") as span:

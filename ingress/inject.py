@@ -14,7 +14,14 @@ A front end that received the message itself (the REST gateway) sets
 recorded instead of this call's ("GRPC", the gateway's address).
 
 Content with bare LF line endings is normalised to CRLF (and given a final CRLF); a bare CR
-is refused. The trace context comes from the ``traceparent``/``tracestate`` gRPC metadata,
+is refused.
+
+A recipient on the suppression list (for the request's tenant, or globally) fails the request
+with ``FAILED_PRECONDITION``: details ``recipients[<i>]: <address> suppressed (tenant acme:
+bounce InvalidRecipient)`` for the first one, trailer ``petrel-field``; nothing is stored and
+each suppressed recipient gets a ``Rejection`` record. The caller retries without them.
+
+The trace context comes from the ``traceparent``/``tracestate`` gRPC metadata,
 else from the request's ``traceparent`` field, else a new trace is started (for unary calls:
 the trace of the gRPC server span). The same
 ``idempotency_key`` twice yields one message: the second answer carries the original id and
@@ -32,7 +39,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from ingress import metrics, trace
-from ingress.acceptor import Accepted, Acceptor, Submission
+from ingress.acceptor import Accepted, Acceptor, RecipientsSuppressed, Submission
 from ingress.message import InvalidMessage
 from ingress.spool_writer import StoreFailed
 from ingress.validation import FieldError, validate_inject
@@ -61,6 +68,16 @@ def peer_ip(context: grpc.aio.ServicerContext) -> str:
 
 def _status(code: grpc.StatusCode, message: str, field: str = "") -> common_pb2.ItemStatus:
     return common_pb2.ItemStatus(code=code.value[0], message=message, field=field)
+
+
+def _suppressed(request: ingress_pb2.InjectMessageRequest,
+                exc: RecipientsSuppressed) -> tuple[str, str]:
+    """``(field, details)`` naming the first suppressed recipient."""
+    first = next(iter(exc.refused))
+    index = list(request.recipients).index(first)
+    field = f"recipients[{index}]"
+    more = f" (and {len(exc.refused) - 1} more)" if len(exc.refused) > 1 else ""
+    return field, f"{field}: {exc}{more}"
 
 
 class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
@@ -101,6 +118,9 @@ class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
         except InvalidMessage:
             metrics.rejected(protocol, "invalid_content", permanent=True)
             raise
+        except RecipientsSuppressed:
+            metrics.rejected(protocol, "suppressed", permanent=True)
+            raise
         except StoreFailed as exc:
             full = exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
             metrics.rejected(protocol, "spool_full" if full else "spool_unavailable",
@@ -127,6 +147,11 @@ class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
         except StoreFailed as exc:
             await context.abort(exc.code, exc.details)
             raise AssertionError("unreachable") from exc
+        except RecipientsSuppressed as exc:
+            field, message = _suppressed(request, exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message,
+                                trailing_metadata=(("petrel-field", field),))
+            raise AssertionError("unreachable") from exc
         return self._response(request.seq, accepted)
 
     @staticmethod
@@ -149,6 +174,10 @@ class InjectServicer(ingress_pb2_grpc.InjectServiceServicer):
         except StoreFailed as exc:
             return ingress_pb2.InjectMessageResponse(seq=seq, status=_status(exc.code,
                                                                              exc.details))
+        except RecipientsSuppressed as exc:
+            field, message = _suppressed(request, exc)
+            return ingress_pb2.InjectMessageResponse(
+                seq=seq, status=_status(grpc.StatusCode.FAILED_PRECONDITION, message, field))
         except Exception as exc:
             log.exception("inject of seq %d failed", seq)
             return ingress_pb2.InjectMessageResponse(

@@ -15,14 +15,16 @@ from ingress import metrics
 from ingress.acceptor import Acceptor
 from ingress.enqueuer import Enqueuer
 from ingress.inject import InjectServicer
+from ingress.reports import Reports
 from ingress.smtp import SmtpListener
 from ingress.spool_writer import SpoolWriter
+from ingress.suppression import SuppressionChecker
 from petrel.config import Config, split_hostport
 from petrel.events import EventLog
 from petrel.metrics import ready_fields
 from petrel.rpc import create_channel, create_server, set_serving
 from petrel.runtime import print_ready, run_service
-from petrel.v1 import ingress_pb2, ingress_pb2_grpc
+from petrel.v1 import ingress_pb2, ingress_pb2_grpc, suppression_pb2
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,29 @@ class Ingress:
         self.spool = SpoolWriter(self._spool_channel, cfg.spool_deadline)
         self.enqueuer = Enqueuer(self._scheduler_channel, cfg.enqueue_deadline)
         self.events = EventLog.from_config(config, "ingress")
-        self.acceptor = Acceptor(cfg.hostname, self.spool, self.enqueuer, self.events)
-        self.smtp = SmtpListener(cfg, self.acceptor)
+        bounce = config.bounce
+        self._bounce_channel = create_channel(bounce.address)
+        self._suppression_channel = (
+            self._bounce_channel if bounce.suppression_target == bounce.address
+            else create_channel(bounce.suppression_target))
+        checker = (SuppressionChecker(
+            self._suppression_channel, ttl=cfg.suppression_cache_ttl,
+            size=cfg.suppression_cache_size, deadline=cfg.suppression_deadline)
+            if cfg.suppression_check else None)
+        self.acceptor = Acceptor(cfg.hostname, self.spool, self.enqueuer, self.events,
+                                 checker)
+        self.reports = Reports(bounce, self._bounce_channel, self._suppression_channel,
+                               self.events, on_suppressed=self._suppressed)
+        self.smtp = SmtpListener(cfg, self.acceptor, self.reports)
         self.server, self.health, grpc_port = create_server(cfg.grpc_listen, [
             (ingress_pb2_grpc.add_InjectServiceServicer_to_server,
              InjectServicer(cfg, self.acceptor), SERVICE_NAMES[0]),
         ])
         self.grpc_address = _hostport(split_hostport(cfg.grpc_listen)[0], grpc_port)
+
+    def _suppressed(self, entry: suppression_pb2.Suppression) -> None:
+        if self.acceptor.suppression is not None:
+            self.acceptor.suppression.remember(entry.tenant, entry.address, entry)
 
     async def start(self) -> None:
         await self.server.start()
@@ -74,6 +92,9 @@ class Ingress:
         await self.events.close()
         await self._spool_channel.close()
         await self._scheduler_channel.close()
+        await self._bounce_channel.close()
+        if self._suppression_channel is not self._bounce_channel:
+            await self._suppression_channel.close()
 
 
 async def serve(config: Config, stop: asyncio.Event) -> None:

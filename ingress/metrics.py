@@ -35,6 +35,9 @@ _REPLY_REASONS = {
     smtp_replies.LOCAL_ERROR: "local_error",
     smtp_replies.INVALID_CONTENT: "invalid_content",
     smtp_replies.LINE_TOO_LONG: "line_too_long",
+    smtp_replies.SUPPRESSED: "suppressed",
+    smtp_replies.MIXED_REPORT_RECIPIENTS: "mixed_report_recipients",
+    smtp_replies.REPORT_UNAVAILABLE: "report_unavailable",
 }
 REASONS = (*sorted(set(_REPLY_REASONS.values())), "auth_failed", "invalid_request",
            "protocol")
@@ -64,6 +67,18 @@ SPOOL_WRITE_SECONDS = METRICS.histogram(
     "petrel_ingress_spool_write_duration_seconds",
     "Time until the spool acknowledged a message's durable write.",
     buckets=FAST_BUCKETS, exemplars=True)
+SUPPRESSION_CHECK_FAILURES = METRICS.counter(
+    "petrel_ingress_suppression_check_failures",
+    "Recipients let through unchecked because the suppression list did not answer (fail "
+    "open), by reason: unavailable (the call failed), skipped (backing off after a failure).",
+    ["reason"], initial=[("unavailable",), ("skipped",)])
+REPORT_KINDS = ("dsn", "text-bounce", "arf", "autoreply", "not-bounce")
+REPORTS = METRICS.counter(
+    "petrel_ingress_reports",
+    "Inbound reports (mail to the bounce domain or a feedback address), by kind ("
+    + ", ".join(REPORT_KINDS) + ") and whether they were tied to a message we sent.",
+    ["kind", "correlated"],
+    initial=[(k, c) for k in REPORT_KINDS for c in ("true", "false")])
 ENQUEUE_BACKLOG = METRICS.gauge(
     "petrel_ingress_enqueue_backlog_messages",
     "Durable messages waiting to be handed to the scheduler (it was unreachable).")

@@ -7,7 +7,12 @@ Reception policy, answered with the canonical replies of ``petrel.smtp_replies``
   TLS unless ``auth_require_tls`` is off).
 * MAIL: sender syntax (``<>`` is the null sender), SIZE parameter over the limit.
 * RCPT: recipient syntax, relay only for peers in ``relay_networks`` or authenticated
-  sessions, at most ``max_recipients``.
+  sessions, at most ``max_recipients``; a recipient on the global suppression list (tenant
+  ``""``) is refused ``550 5.7.1 Recipient suppressed (...)`` with a ``Rejection`` record (the
+  tenant's own list is checked after DATA, when ``X-Tenant`` is known: ``ingress.acceptor``).
+  Recipients at the bounce domain or feedback addresses (``ingress.reports``) are accepted
+  from anyone, never mixed with other recipients in one transaction (``452 4.5.3``), and their
+  message is a report: classified and logged, not queued.
 * EHLO/HELO: the name must be a host name or an address literal (``ingress.commands``).
 * DATA: only ``<CRLF>.<CRLF>`` ends it; a bare CR or LF or a NUL anywhere in the data refuses
   the message, as does data over the size limit (``ingress.data``). The reply
@@ -26,6 +31,7 @@ import hmac
 import ipaddress
 import logging
 import ssl
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,16 +39,18 @@ import grpc
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from ingress import metrics
-from ingress.acceptor import Acceptor, Submission
+from ingress.acceptor import Acceptor, RecipientsSuppressed, Submission
 from ingress.addresses import is_valid_mailbox
 from ingress.commands import is_valid_helo
 from ingress.limits import ConnectionLimiter
 from ingress.message import InvalidMessage, has_bare_line_ending
 from ingress.replies import normalize_reply
+from ingress.reports import ReportFailed, Reports
 from ingress.spool_writer import StoreFailed
 from ingress.strict import StrictSMTP
 from petrel import smtp_replies
 from petrel.config import IngressConfig
+from petrel.suppression import describe
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +91,13 @@ class SmtpHandler:
     """aiosmtpd handler hooks implementing the reception policy."""
 
     def __init__(self, config: IngressConfig, acceptor: Acceptor,
-                 tls: ssl.SSLContext | None) -> None:
+                 tls: ssl.SSLContext | None, reports: Reports | None = None) -> None:
         self._config = config
         self._acceptor = acceptor
         self._tls = tls
+        self._reports = reports if reports is not None and reports.enabled else None
+        # Transactions whose recipients are report addresses.
+        self._report_envelopes: weakref.WeakSet[Envelope] = weakref.WeakSet()
         self._relay = RelayPolicy(config.relay_networks)
         self.draining = False
         self.storing: set[Session] = set()
@@ -133,12 +144,32 @@ class SmtpHandler:
                           address: str, rcpt_options: list[str]) -> str:
         if not is_valid_mailbox(address):
             return smtp_replies.BAD_RECIPIENT_SYNTAX
+        if self._reports is not None:
+            report = self._reports.is_report_address(address)
+            if envelope.rcpt_tos and report != (envelope in self._report_envelopes):
+                return smtp_replies.MIXED_REPORT_RECIPIENTS
+            if report:
+                if len(envelope.rcpt_tos) >= self._config.max_recipients:
+                    return smtp_replies.TOO_MANY_RECIPIENTS
+                self._report_envelopes.add(envelope)
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(rcpt_options)
+                return smtp_replies.RECIPIENT_OK
         if not (session.authenticated or self._relay.allows(peer_ip(session))):
             log.info("relay denied for %s to %s", peer_ip(session), address,
                      extra={"peer": peer_ip(session)})
             return smtp_replies.RELAY_DENIED
         if len(envelope.rcpt_tos) >= self._config.max_recipients:
             return smtp_replies.TOO_MANY_RECIPIENTS
+        checker = self._acceptor.suppression
+        if checker is not None:
+            refused = await checker.check("", [address])
+            if refused:
+                sender = envelope.mail_from or ""
+                await self._acceptor.log_rejections(
+                    "" if sender == NULL_SENDER else sender, refused, tenant="", campaign="",
+                    peer=peer_ip(session), protocol="ESMTP")
+                return smtp_replies.suppressed(describe(refused[address]))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return smtp_replies.RECIPIENT_OK
@@ -150,11 +181,13 @@ class SmtpHandler:
         if len(raw) > self._config.max_message_size:
             return smtp_replies.TOO_BIG
         sender = envelope.mail_from or ""
+        if self._reports is not None and envelope in self._report_envelopes:
+            return await self._report(session, envelope, raw)
         submission = Submission(
             sender="" if sender == NULL_SENDER else sender,
             recipients=tuple(envelope.rcpt_tos), content=raw,
             protocol="ESMTPA" if session.authenticated else "ESMTP",
-            peer_ip=peer_ip(session), helo=session.host_name or "")
+            peer_ip=peer_ip(session), helo=session.host_name or "", partial_ok=True)
         self.storing.add(session)
         self.idle.clear()
         try:
@@ -167,12 +200,32 @@ class SmtpHandler:
             return smtp_replies.SPOOL_UNAVAILABLE
         except InvalidMessage as exc:
             return f"{smtp_replies.INVALID_CONTENT}: {exc}"
+        except RecipientsSuppressed as exc:
+            return exc.reply
         finally:
             self.storing.discard(session)
             if not self.storing:
                 self.idle.set()
         self.transactions.finish(envelope, accepted.trace_id)
         return smtp_replies.queued(accepted.id)
+
+    async def _report(self, session: Session, envelope: Envelope, raw: bytes) -> str:
+        """A report's DATA: events on disk before the 250 (``ingress.reports``)."""
+        assert self._reports is not None
+        sender = envelope.mail_from or ""
+        self.storing.add(session)
+        self.idle.clear()
+        try:
+            return await self._reports.process("" if sender == NULL_SENDER else sender,
+                                               list(envelope.rcpt_tos), raw, peer_ip(session))
+        except ReportFailed as exc:
+            log.warning("report from %s not processed: %s", peer_ip(session), exc,
+                        extra={"peer": peer_ip(session)})
+            return smtp_replies.REPORT_UNAVAILABLE
+        finally:
+            self.storing.discard(session)
+            if not self.storing:
+                self.idle.set()
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session error: %r", error, exc_info=error)
@@ -262,10 +315,11 @@ class PetrelSMTP(StrictSMTP):
 class SmtpListener:
     """Owns the listening socket and the live sessions."""
 
-    def __init__(self, config: IngressConfig, acceptor: Acceptor) -> None:
+    def __init__(self, config: IngressConfig, acceptor: Acceptor,
+                 reports: Reports | None = None) -> None:
         self._config = config
         self._tls = make_tls_context(config.tls_certificate, config.tls_private_key)
-        self.handler = SmtpHandler(config, acceptor, self._tls)
+        self.handler = SmtpHandler(config, acceptor, self._tls, reports)
         self._server: asyncio.Server | None = None
         self.connections: set[PetrelSMTP] = set()
         self._relay = RelayPolicy(config.relay_networks)

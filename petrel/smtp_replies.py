@@ -41,6 +41,20 @@ TOO_MANY_CONNECTIONS_FROM_IP = "421 4.7.0 Too many connections from your address
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 TOO_MANY_JUNK_COMMANDS = "421 4.7.0 Too many junk commands, closing connection"
 TIMEOUT = "421 4.4.2 Timeout exceeded, closing connection"
+TLS_HANDSHAKE_FAILED = "454 4.7.0 TLS handshake failed"
+# Suppression list and inbound reports (docs/bounces.md).
+SUPPRESSED = "550 5.7.1 Recipient suppressed"
+MIXED_REPORT_RECIPIENTS = ("452 4.5.3 Send reports to the bounce domain in their own "
+                           "transaction")
+REPORT_RECEIVED = "250 2.0.0 Report received"
+REPORT_UNAVAILABLE = "451 4.3.0 Temporary failure processing the report, try again later"
+
+
+def suppressed(description: str) -> str:
+    """Refusal of a suppressed recipient, naming the entry (``tenant acme: bounce
+    InvalidRecipient``); ASCII only, one line."""
+    text = " ".join(description.split()).encode("ascii", "replace").decode()
+    return f"{SUPPRESSED} ({text})" if text else SUPPRESSED
 
 
 def queued(message_id: str) -> str:

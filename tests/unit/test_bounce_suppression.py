@@ -9,7 +9,6 @@ from bounce.suppression import (
     ENTRY,
     INDEX,
     InvalidEntry,
-    describe,
     entry_key,
     index_key,
     is_active,
@@ -19,6 +18,7 @@ from bounce.suppression import (
     tenant_of_index,
 )
 from petrel.config import BounceConfig
+from petrel.suppression import describe
 from petrel.v1 import suppression_pb2 as pb
 
 NOW = 1_700_000_000_000
