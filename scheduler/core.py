@@ -59,6 +59,7 @@ from scheduler.state import (
     TimerHeap,
     now_ms,
 )
+from scheduler.suppressor import Suppressor
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,10 @@ class QueueStats:
 class Scheduler:
     def __init__(self, config: SchedulerConfig, spool: spool_pb2_grpc.SpoolServiceStub,
                  router: Router, events: EventLog, *, policy: RetryPolicy | None = None,
-                 writer_deadline: float = 10.0) -> None:
+                 writer_deadline: float = 10.0, suppressor: Suppressor | None = None) -> None:
         self.config = config
         self.policy = policy or RetryPolicy.from_config(config)
+        self.suppressor = suppressor
         self._spool = spool
         self._router = router
         self._events = events
@@ -178,6 +180,8 @@ class Scheduler:
         self._spawn(self._promoter(), "promoter")
         self._spawn(self._finisher(), "finisher")
         self._spawn(self._sweeper(), "task-timeouts")
+        if self.suppressor is not None:
+            self._spawn(self.suppressor.run(), "suppressor")
         self._spawn(self._rebuild_then_reconcile(), "rebuild")
         self._spawn(metrics.QueueSampler(self.queued_messages).run(), "metrics-sampler")
         metrics.bind(lambda: self.in_flight_count, lambda: self.worker_count)
@@ -482,6 +486,8 @@ class Scheduler:
             planned.append((job, outcome))
             records.extend(outcome.records)
         await self._write_events(records)
+        if self.suppressor is not None:
+            self.suppressor.observe(records, now)
         recorded_ms = now_ms()
         for job, outcome in planned:
             tracing.dispositions(metas[job.message.id], outcome.records)

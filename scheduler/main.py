@@ -24,6 +24,7 @@ from scheduler import metrics
 from scheduler.core import Scheduler
 from scheduler.policy import RetryPolicy
 from scheduler.server import SERVICE_NAME, SchedulerServicer
+from scheduler.suppressor import Suppressor
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class SchedulerApp:
         self._policy = policy
         self.port = 0
         self._channel: grpc.aio.Channel | None = None
+        self._suppression_channel: grpc.aio.Channel | None = None
         self._events: EventLog | None = None
         self._shipper: Shipper | None = None
         self._server: grpc.aio.Server | None = None
@@ -55,9 +57,15 @@ class SchedulerApp:
         """Listen and start rebuilding the queues from the spool (dispatch waits for it)."""
         self._channel = create_channel(self.config.spool.address)
         self._events = EventLog.from_config(self.config, "scheduler")
+        bounce = self.config.bounce
+        suppressor = None
+        if bounce.suppress_bounces and bounce.suppress_categories:
+            self._suppression_channel = create_channel(bounce.suppression_target)
+            suppressor = Suppressor(self._suppression_channel, bounce)
         self._scheduler = Scheduler(
             self.config.scheduler, spool_pb2_grpc.SpoolServiceStub(self._channel),
-            Router(self.config.routing), self._events, policy=self._policy)
+            Router(self.config.routing), self._events, policy=self._policy,
+            suppressor=suppressor)
         self._server, self._health, self.port = create_server(self.config.scheduler.listen, [
             (scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server,
              SchedulerServicer(self._scheduler), SERVICE_NAME)])
@@ -82,6 +90,8 @@ class SchedulerApp:
             await self._events.close()
         if self._channel is not None:
             await self._channel.close()
+        if self._suppression_channel is not None:
+            await self._suppression_channel.close()
 
 
 async def serve(config: Config, stop: asyncio.Event) -> None:

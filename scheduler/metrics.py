@@ -106,6 +106,13 @@ AUTOMATION_ACTIONS_TAKEN = METRICS.counter(
 _categories = LabelCap()
 
 
+SUPPRESSIONS = METRICS.counter(
+    "petrel_scheduler_suppressions",
+    "Hard bounces handed to the suppression list, by result: added (stored), dropped (the "
+    "list stayed unreachable through every retry, or the backlog was full).",
+    ["result"], initial=[("added",), ("dropped",)])
+
+
 def describe() -> ServiceMetrics:
     return METRICS
 
