@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from petrel import faults, grpc_auth
+from petrel import faults, grpc_auth, runtime
 from petrel.config import ConfigError, hash_api_key, load_config
 
 SERVICES = ("spool", "bounce", "scheduler", "ingress", "egress", "gateway")
@@ -26,6 +26,7 @@ def _run_service(name: str, config_path: str | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     faults.arm(config.fault_points)
+    runtime.use_event_loop(config.event_loop)
     try:
         grpc_auth.configure(grpc_auth.GrpcSecurity.from_config(config.security, identity=name))
     except ConfigError as exc:

@@ -65,6 +65,21 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
+_loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+
+
+def use_event_loop(kind: str) -> None:
+    """Choose the event loop ``run_service`` runs on: ``"uvloop"`` (libuv, less CPU per
+    socket event; see BENCHMARKS.md) or ``"asyncio"`` (the standard library's)."""
+    global _loop_factory
+    if kind == "uvloop":
+        import uvloop
+
+        _loop_factory = uvloop.new_event_loop
+    else:
+        _loop_factory = None
+
+
 def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]],
                 log_level: str = "INFO") -> None:
     """Run ``serve(stop)`` until it returns; SIGTERM/SIGINT set ``stop``."""
@@ -80,7 +95,8 @@ def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]],
     telemetry.setup_tracing(name)
     started = time.monotonic()
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory) as runner:
+            runner.run(main())
     finally:
         telemetry.shutdown_tracing()
     log.info("%s stopped after %.1fs", name, time.monotonic() - started)
