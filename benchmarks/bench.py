@@ -172,7 +172,8 @@ class Sink:
 class Petrel:
     """``petrel up`` on free ports with a fresh data directory."""
 
-    def __init__(self, workdir: Path, sink_port: int, egress: int = 1) -> None:
+    def __init__(self, workdir: Path, sink_port: int, egress: int = 1,
+                 settings: dict[str, str] | None = None) -> None:
         self.smtp_port = free_port()
         ports = {name: free_port() for name in ("spool", "scheduler", "ingress", "bounce", "http")}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PETREL_")}
@@ -188,6 +189,7 @@ class Petrel:
             "PETREL_BOUNCE__LISTEN": f"127.0.0.1:{ports['bounce']}",
             "PETREL_BOUNCE__ADDRESS": f"127.0.0.1:{ports['bounce']}",
         })
+        env.update(settings or {})
         self.log = open(workdir / "petrel.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "petrel", "up", "--smtp-listen", f"127.0.0.1:{self.smtp_port}",
@@ -211,9 +213,10 @@ class Petrel:
         self.log.close()
 
 
-def run_scenario(sc: Scenario, workdir: Path, egress: int, timeout: float) -> Result:
+def run_scenario(sc: Scenario, workdir: Path, egress: int, timeout: float,
+                 settings: dict[str, str] | None = None) -> Result:
     sink = Sink(workdir)
-    petrel = Petrel(workdir, sink.port, egress)
+    petrel = Petrel(workdir, sink.port, egress, settings)
     try:
         pids = petrel.pids()
         cpu0 = cpu_seconds(pids)
@@ -262,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--egress", type=int, default=1, help="egress processes")
     parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     parser.add_argument("--json", help="append result rows to this JSON-lines file")
+    parser.add_argument("--set", action="append", default=[], metavar="PETREL_X=VALUE",
+                        help="extra PETREL_* setting for every service (A/B runs)")
     args = parser.parse_args(argv)
     scenarios = [Scenario.parse(s) for s in (args.scenario or ["2k:20:1:5000"])]
     rows = []
@@ -269,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix="petrel-bench-") as tmp:
-                runs.append(run_scenario(sc, Path(tmp), args.egress, args.timeout))
+                settings = dict(item.split("=", 1) for item in args.set)
+                runs.append(run_scenario(sc, Path(tmp), args.egress, args.timeout, settings))
         best = sorted(runs, key=lambda r: r.delivered_per_s)[len(runs) // 2]
         spread = (min(r.delivered_per_s for r in runs), max(r.delivered_per_s for r in runs))
         rows.append((best, spread, statistics.median(r.accepted_per_s for r in runs)))
