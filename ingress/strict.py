@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, syntax
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from ingress.addresses import PathError, parse_path
 from ingress.commands import (
@@ -92,6 +92,22 @@ class SessionReader(asyncio.StreamReader):
         self._owner.command_received(line, self.pending, continued)
         return line
 
+    async def readline(self) -> bytes:
+        """A command line (AUTH responses are read this way); an over-long one is dropped
+        through its end and refused with ``ProtocolViolation``."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+        except asyncio.LimitOverrunError as exc:
+            overrun = exc
+        while True:  # readuntil raises ProtocolViolation once the rest of the line is in
+            await self.read(overrun.consumed)
+            try:
+                await self.readuntil(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                overrun = exc
+
     async def read_data_segment(self) -> bytes:
         """Up to and including the next LF, or a piece of a line longer than the limit."""
         try:
@@ -155,6 +171,11 @@ class StrictSMTP(SMTP):
             self._limiter.release(self._admitted_ip)
             self._admitted_ip = None
         super().connection_lost(error)
+        # aiosmtpd calls this itself with the exception of a failed TLS handshake; nobody
+        # awaits the stream's "closed" future, so mark its exception as seen.
+        closed = getattr(self, "_closed", None)
+        if isinstance(closed, asyncio.Future) and closed.done() and not closed.cancelled():
+            closed.exception()
 
     def data_received(self, data: bytes) -> None:
         if not self.refused:
@@ -203,6 +224,12 @@ class StrictSMTP(SMTP):
             if error.close:
                 self._close_after_reply = True
             return error.reply
+        if isinstance(error, TLSSetupException):
+            # The client's handshake failed (garbage, wrong version, reset): aiosmtpd closes
+            # the connection without a reply.
+            log.info("%s TLS handshake failed: %r", self.peer_ip, error.__cause__,
+                     extra={"peer": self.peer_ip})
+            return smtp_replies.TLS_HANDSHAKE_FAILED
         return await super().handle_exception(error)
 
     def _closing(self) -> bool:

@@ -29,6 +29,7 @@ from tests.service.test_ingress_harness import (
     spool_count,
     spool_message,
 )
+from tests.support.net import async_wait_for
 
 OK = "250 2.0.0 OK"
 SMUGGLED = (b"MAIL FROM:<smuggler@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n"
@@ -133,6 +134,23 @@ async def test_commands_pipelined_after_starttls_are_discarded(ingress: Ingress)
     await assert_greets(smtp_port(ingress))
 
 
+async def test_failed_tls_handshake_closes_quietly(ingress: Ingress,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    client = await RawSmtp.connect(smtp_port(ingress))
+    try:
+        assert (await client.reply()).startswith("220 ")
+        assert (await client.command("EHLO client.test")).startswith("250")
+        assert (await client.command("STARTTLS")).startswith("220 ")
+        await client.send(b"MAIL FROM:<not-a-handshake@example.com>\r\n" * 50)
+        await assert_closed(client)
+    finally:
+        await client.close()
+    await async_wait_for(lambda: ingress.smtp.limiter.active == 0, timeout=5,
+                         message="session released")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    await assert_greets(smtp_port(ingress))
+
+
 async def test_content_before_354_is_refused(ingress: Ingress, raw: RawSmtp,
                                              spool: SpoolProcess) -> None:
     before = await spool_count(spool.address)
@@ -197,6 +215,25 @@ async def test_long_command_and_text_lines_are_refused(ingress: Ingress, raw: Ra
                    + b".\r\n")
     assert parse_reply(await raw.reply()).code == 250
     await assert_greets(smtp_port(ingress))
+
+
+async def test_long_auth_response_is_refused_and_the_session_stays_in_step(
+        tmp_path: Path, spool: SpoolProcess) -> None:
+    config = ingress_config(tmp_path, spool.address, auth_users={"alice": "s3cret"},
+                            auth_require_tls=False)
+    async with running_ingress(config) as running:
+        client = await RawSmtp.connect(smtp_port(running))
+        try:
+            assert (await client.reply()).startswith("220 ")
+            assert "AUTH PLAIN LOGIN" in await client.command("EHLO client.test")
+            for response in (b"QUxJQ0U=" * 300, b"QUxJQ0U=" * 70):  # > 1000 and > 512 octets
+                assert (await client.command("AUTH LOGIN")).startswith("334 ")
+                await client.send(response + b"\r\n")
+                assert await client.reply() == smtp_replies.COMMAND_TOO_LONG
+                assert await client.command("NOOP") == OK
+        finally:
+            await client.close()
+        await assert_greets(smtp_port(running))
 
 
 async def test_nul_and_control_bytes_are_refused_without_echo(ingress: Ingress, raw: RawSmtp,
@@ -303,4 +340,7 @@ async def test_many_protocol_errors_never_break_the_listener(
 
     await asyncio.gather(*(abuse(n) for n in range(10)))
     await assert_greets(smtp_port(ingress))
+    # Every session was let go: nothing counted, nothing tracked.
+    await async_wait_for(lambda: ingress.smtp.limiter.active == 0 and not ingress.smtp.connections,
+                         timeout=5, message="sessions released")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
