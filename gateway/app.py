@@ -35,6 +35,7 @@ from gateway.models import (
     InspectMessageResponse,
     QueueSummaryResponse,
 )
+from gateway.suppression import suppression_routes
 from gateway.templating import TemplateSyntaxProblem
 from gateway.tracecontext import valid_traceparent, valid_tracestate
 from gateway.tracing import TELEMETRY
@@ -217,6 +218,9 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
             return JSONResponse({"status": "unavailable", "ingress": status,
                                  "error": f"ingress is {status}"}, status_code=503)
         return {"status": "ok", "ingress": status}
+
+    if backends.suppression is not None:
+        app.include_router(suppression_routes(backends.suppression, deadline))
 
     routes = frozenset(str(getattr(route, "path", "")) for route in app.routes)
     app.add_middleware(BodyLimitMiddleware, limit=config.gateway.request_body_limit,

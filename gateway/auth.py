@@ -10,7 +10,7 @@ only. Once keys are configured:
 * an admin key may call everything; a tenant key only ``TENANT_PATHS`` (``403`` elsewhere),
   and the routes hold it to its tenant (``principal_of``): an injection is made for the key's
   tenant (naming another one is ``403``), a message of another tenant cannot be inspected
-  (``403``);
+  (``403``), only the tenant's own suppression list can be read or changed (``403``);
 * each key has a token bucket (``rate_limit`` requests per second, ``rate_burst`` at once,
   per key or from ``[gateway]``): over it, ``429`` with ``Retry-After``.
 
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/api/check-liveness/v1", "/metrics", "/api-docs",
                         "/api-docs/openapi.json", "/api-docs/oauth2-redirect"})
-TENANT_PATHS = frozenset({"/api/inject/v1", "/api/admin/inspect-message/v1"})
+TENANT_PATHS = frozenset({"/api/inject/v1", "/api/admin/inspect-message/v1",
+                          "/api/suppression/v1"})
 REALM = 'Bearer realm="petrel"'
 
 
