@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.auth import principal_of
 from gateway.errors import ApiError
 from gateway.models import ErrorResponse
-from petrel.suppression import SOURCE_NAMES
+from petrel.suppression import entry_dict
 from petrel.v1 import suppression_pb2, suppression_pb2_grpc
 
 PATH = "/api/suppression/v1"
@@ -76,19 +76,8 @@ class RemoveSuppressionResponse(_Model):
     removed: int
 
 
-def _time(ms: int) -> str | None:
-    if not ms:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
-
-
 def entry_view(entry: suppression_pb2.Suppression) -> SuppressionOut:
-    return SuppressionOut(
-        address=entry.address, tenant=entry.tenant, reason=entry.reason,
-        source=SOURCE_NAMES.get(entry.source, "manual"),
-        created=_time(entry.created_unix_ms) or "", expires=_time(entry.expires_unix_ms),
-        message_id=entry.message_id or None, detail=entry.detail or None)
+    return SuppressionOut.model_validate(entry_dict(entry))
 
 
 def _field(exc: grpc.aio.AioRpcError) -> str | None:

@@ -226,5 +226,14 @@ def _register_bounce_tools() -> None:
 _register_bounce_tools()
 
 
+def _register_suppression_tools() -> None:
+    from petrel.suppression_cli import suppression
+
+    cli.add_command(suppression)
+
+
+_register_suppression_tools()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="petrel")
