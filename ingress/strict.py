@@ -129,6 +129,7 @@ class StrictSMTP(SMTP):
         self._limiter = limiter
         self._trusted = trusted
         self.refused = False  # by the connection limits, before any SMTP
+        self._lost = False
         self._admitted_ip: str | None = None
         self._errors = 0
         self._junk = 0
@@ -165,8 +166,9 @@ class StrictSMTP(SMTP):
             self._session_reader.discard_line_state()
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.refused:
+        if self.refused or self._lost:
             return
+        self._lost = True
         if self._admitted_ip is not None and self._limiter is not None:
             self._limiter.release(self._admitted_ip)
             self._admitted_ip = None
@@ -249,16 +251,32 @@ class StrictSMTP(SMTP):
                 log.info("%s made too many errors", self.peer_ip, extra={"peer": self.peer_ip})
                 self.hang_up(smtp_replies.TOO_MANY_ERRORS)
 
+    def _handshaking(self) -> bool:
+        return self._tls_protocol is not None and (self.session is None or
+                                                   self.session.ssl is None)
+
     def hang_up(self, reply: str | None = None) -> None:
         """Send ``reply`` (when given) and close the connection."""
+        if self._lost:
+            return
+        if self._handshaking():
+            self._abandon()
+            return
         if self._closing():
             return
         assert self.transport is not None
-        handshaking = self._tls_protocol is not None and (
-            self.session is None or self.session.ssl is None)
-        if reply is not None and not handshaking:
+        if reply is not None:
             self._writer.write(reply.encode() + b"\r\n")
         self.transport.close()
+
+    def _abandon(self) -> None:
+        """Drop a connection asyncio will not report lost: closing the TLS layer in the
+        middle of a handshake aborts the socket but tells neither the protocol nor, as an
+        error, the STARTTLS command (it sees a completed handshake). Without this such a
+        session would hold its connection slot and memory forever."""
+        if isinstance(self._original_transport, asyncio.Transport):
+            self._original_transport.abort()
+        self.connection_lost(None)
 
     def _timeout_cb(self) -> None:
         if self._data_deadline is not None:
@@ -266,6 +284,9 @@ class StrictSMTP(SMTP):
             if remaining > 0:
                 self._reset_timeout(remaining)
                 return
+        if self._closing():
+            self._abandon()  # closed long ago and still not gone
+            return
         log.info("%s timed out", self.peer_ip, extra={"peer": self.peer_ip})
         self.hang_up(smtp_replies.TIMEOUT)
 
@@ -309,6 +330,14 @@ class StrictSMTP(SMTP):
     async def smtp_EXPN(self, arg: str) -> None:
         if not await self._count_junk():
             await super().smtp_EXPN(arg)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await super().smtp_STARTTLS(arg)
+        if self._handshaking() and not self._lost:
+            log.info("%s left in the middle of the TLS handshake", self.peer_ip,
+                     extra={"peer": self.peer_ip})
+            self._abandon()
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:

@@ -15,7 +15,11 @@ import pytest
 from ingress.main import Ingress
 from petrel import smtp_replies
 from petrel.smtp_replies import parse_reply
-from tests.service.test_ingress_hardening_harness import assert_closed, assert_greets
+from tests.service.test_ingress_hardening_harness import (
+    assert_closed,
+    assert_greets,
+    make_certificate,
+)
 from tests.service.test_ingress_harness import (
     RawSmtp,
     SpoolProcess,
@@ -145,6 +149,30 @@ async def test_command_deadline_cuts_off_a_trickling_client(tmp_path: Path,
         assert 0.5 < time.monotonic() - started < 2.0
         await assert_closed(slow)
         await slow.close()
+        await assert_greets(port)
+
+
+async def test_stalled_tls_handshake_is_cut_off_and_its_slot_freed(
+        tmp_path: Path, spool: SpoolProcess) -> None:
+    cert, key = make_certificate(tmp_path)
+    async with ingress_with(tmp_path, spool, command_timeout=0.5, max_connections=2,
+                            tls_certificate=cert, tls_private_key=key) as ingress:
+        port = smtp_port(ingress)
+        stalled = []
+        for _ in range(2):
+            client = await greeted(port)
+            assert (await client.command("EHLO client.test")).startswith("250")
+            assert (await client.command("STARTTLS")).startswith("220 ")
+            stalled.append(client)  # and never sends a ClientHello
+        extra = await RawSmtp.connect(port)
+        assert await extra.reply() == smtp_replies.TOO_MANY_CONNECTIONS
+        await extra.close()
+        for client in stalled:
+            await assert_closed(client, timeout=3)
+            await client.close()
+        await async_wait_for(lambda: ingress.smtp.limiter.active == 0
+                             and not ingress.smtp.connections, timeout=3,
+                             message="slots freed")
         await assert_greets(port)
 
 
