@@ -18,9 +18,11 @@ session until the time is up. A session is one of:
 Every reply line is checked (``NNN`` + ``SP``/``-`` + printable text, no echoed control
 bytes). Reported: sessions tried, sessions per second, replies by class (2xx..5xx, 421),
 sessions the server closed, malformed replies, crashes (the ingress process exited, or an
-error was logged by the SMTP listener or the event loop) and, at the end, whether the
-ingress still greets and accepts a valid message. The exit status is 1 when anything but
-"no crash, still greeting, still accepting" was found.
+error was logged by the SMTP listener or the event loop), sessions the ingress still holds
+open 5 s after the clients left (from its ``petrel_ingress_smtp_sessions`` gauge; the
+2 s command deadline must have closed them) and, at the end, whether the ingress still
+greets and accepts a valid message. The exit status is 1 unless there was no crash, no
+malformed reply, no lingering session, and the ingress still greets and accepts.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +85,7 @@ class Service:
         self.stderr_path = workdir / f"{name}.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
         self.smtp_port = 0
+        self.metrics_port = 0
 
     def start(self, timeout: float = 30.0) -> Service:
         with open(self.stderr_path, "wb") as err:
@@ -155,7 +159,7 @@ def start_services(workdir: Path) -> tuple[Service, Service, bool]:
     spool = Service("spool", {"PETREL_DATA_DIR": str(workdir), "PETREL_LOG_LEVEL": "WARNING",
                               "PETREL_SPOOL__LISTEN": spool_address,
                               "PETREL_SPOOL__BACKEND": "rocksdb"}, workdir).start()
-    smtp_port = free_port()
+    smtp_port, metrics_port = free_port(), free_port()
     env = {
         "PETREL_DATA_DIR": str(workdir), "PETREL_LOG_LEVEL": "WARNING",
         "PETREL_SPOOL__ADDRESS": spool_address,
@@ -172,6 +176,7 @@ def start_services(workdir: Path) -> tuple[Service, Service, bool]:
         "PETREL_INGRESS__AUTH_USERS": '{"fuzz": "secret"}',
         "PETREL_INGRESS__AUTH_REQUIRE_TLS": "false",
         "PETREL_INGRESS__MAX_CONNECTIONS_PER_IP": "1000",
+        "PETREL_INGRESS__METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
     }
     certificate = make_certificate(workdir)
     if certificate is not None:
@@ -179,6 +184,7 @@ def start_services(workdir: Path) -> tuple[Service, Service, bool]:
         env["PETREL_INGRESS__TLS_PRIVATE_KEY"] = certificate[1]
     ingress = Service("ingress", env, workdir)
     ingress.smtp_port = smtp_port
+    ingress.metrics_port = metrics_port
     ingress.start()
     return spool, ingress, certificate is not None
 
@@ -268,10 +274,15 @@ class Report:
     client_errors: Counter[str] = field(default_factory=Counter)
     crashes: int = 0
     logged_errors: dict[str, int] = field(default_factory=dict)
+    lingering_sessions: int | None = None
     still_greeting: bool = False
     still_accepting: bool = False
-    ingress_rss_mb: tuple[float, float] = (0.0, 0.0)
+    ingress_rss_mb: list[float] = field(default_factory=list)  # one sample per 10 s
     tls: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: dict(value) if isinstance(value := getattr(self, f.name), Counter)
+                else value for f in fields(self)}
 
     def record(self, line: bytes) -> None:
         if not REPLY_LINE.match(line):
@@ -388,6 +399,28 @@ async def client_loop(port: int, report: Report, until: float, rng: random.Rando
             report.client_errors[type(exc).__name__] += 1
 
 
+def open_sessions(metrics_port: int) -> int | None:
+    """The ingress's own count of open SMTP sessions (``None`` when it cannot be read)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    match = re.search(r"^petrel_ingress_smtp_sessions (\S+)$", text, re.M)
+    return int(float(match.group(1))) if match else None
+
+
+async def lingering_sessions(metrics_port: int, wait: float) -> int | None:
+    """Sessions still open ``wait`` seconds after every client left (the command deadline
+    must have closed whatever the server was still waiting on)."""
+    deadline = time.monotonic() + wait
+    while True:
+        count = await asyncio.to_thread(open_sessions, metrics_port)
+        if not count or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.2)
+
+
 async def still_serving(port: int) -> tuple[bool, bool]:
     """(greets a new client, accepts a valid message)."""
     try:
@@ -421,14 +454,22 @@ async def fuzz(args: argparse.Namespace, workdir: Path) -> Report:
     port = ingress.smtp_port
     report = Report(seconds=args.seconds, concurrency=args.concurrency, seed=args.seed, tls=tls)
     try:
-        rss_start = ingress.rss_mb()
         until = time.monotonic() + args.seconds
         master = random.Random(args.seed)
+
+        async def sample_rss() -> None:
+            while True:
+                report.ingress_rss_mb.append(round(ingress.rss_mb(), 1))
+                await asyncio.sleep(10)
+
+        sampler = asyncio.create_task(sample_rss())
         await asyncio.gather(*(
             client_loop(port, report, until, random.Random(master.getrandbits(64)), tls,
                         lambda: ingress.alive)
             for _ in range(args.concurrency)))
-        report.ingress_rss_mb = (round(rss_start, 1), round(ingress.rss_mb(), 1))
+        sampler.cancel()
+        report.ingress_rss_mb.append(round(ingress.rss_mb(), 1))
+        report.lingering_sessions = await lingering_sessions(ingress.metrics_port, 5.0)
         report.still_greeting, report.still_accepting = await still_serving(port)
         alive = ingress.alive
     finally:
@@ -454,9 +495,10 @@ def print_report(report: Report) -> None:
     print(f"| malformed replies | {report.malformed_replies} {report.malformed_examples or ''} |")
     print(f"| client-side errors | {dict(report.client_errors)} |")
     print(f"| crashes | {report.crashes} (error logs: {report.logged_errors}) |")
+    print(f"| sessions still open 5 s after the clients left | {report.lingering_sessions} |")
     print(f"| still greeting / accepting | {report.still_greeting} / {report.still_accepting} |")
-    print(f"| ingress RSS start / end | {report.ingress_rss_mb[0]} / "
-          f"{report.ingress_rss_mb[1]} MB |")
+    rss = report.ingress_rss_mb
+    print(f"| ingress RSS start / peak / end | {rss[0]} / {max(rss)} / {rss[-1]} MB |")
 
 
 def main() -> int:
@@ -480,9 +522,9 @@ def main() -> int:
     print_report(report)
     if args.json:
         with open(args.json, "a") as out:
-            out.write(json.dumps(asdict(report)) + "\n")
+            out.write(json.dumps(report.as_dict()) + "\n")
     ok = (report.crashes == 0 and report.malformed_replies == 0 and report.still_greeting
-          and report.still_accepting)
+          and report.still_accepting and report.lingering_sessions == 0)
     return 0 if ok else 1
 
 
