@@ -37,7 +37,6 @@ import json
 import os
 import posixpath
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +51,7 @@ import yaml
 from petrel.compose import ComposeError, ComposeService, HealthCheck, load_compose
 from petrel.config import Config
 from petrel.healthcheck import probe
+from petrel.ports import free_port
 from petrel.supervisor import Child, Supervisor
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "127.0.0.1", "localhost", "[::]", "::", "[::1]"})
@@ -64,12 +64,6 @@ STARTING_PROBE_INTERVAL = 0.5
 
 _ADDRESS = re.compile(r"(?<![\w.\-\[])(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]*\]):(?P<port>\d+)"
                       r"(?!\d)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCAL_HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -170,7 +164,7 @@ def plan_topology(compose_file: str | Path, data_dir: str | Path, *,
                   environ: Mapping[str, str] | None = None,
                   publish: bool = False,
                   prometheus_service: str = "prometheus",
-                  allocate: Callable[[], int] = free_port) -> Topology:
+                  allocate: Callable[[], int] = lambda: free_port(LOCAL_HOST)) -> Topology:
     """Work out every replica's command, environment, ports and directories (nothing starts).
 
     The targets scraped by ``prometheus_service`` (when the compose file has it) count as
