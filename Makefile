@@ -10,7 +10,7 @@ APT_PACKAGES := postfix dnsmasq-base swaks docker-compose prometheus
 STAMP := $(VENV)/.installed
 
 .PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean \
-	metrics-doc compose-check
+	metrics-doc compose-check fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -75,6 +75,10 @@ compose-check: system-deps
 
 bench: system-deps deps
 	$(PY) benchmarks/bench.py $(ARGS)
+
+# Bounded SMTP fuzzing of a real ingress (docs/hardening.md), e.g. ARGS="--seconds 300".
+fuzz: deps
+	$(PY) benchmarks/fuzz_smtp.py $(ARGS)
 
 clean:
 	rm -rf petrel-data .pytest_cache .mypy_cache .ruff_cache
