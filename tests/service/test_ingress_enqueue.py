@@ -4,7 +4,7 @@ scheduler is away the messages wait in the retry backlog and reach it once it is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosmtplib
@@ -22,13 +22,6 @@ from tests.service.test_ingress_harness import (
     smtp_port,
 )
 from tests.support.net import async_wait_for
-
-
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
 
 
 def scheduler_process(data_dir: Path, spool: SpoolProcess) -> ServiceProcess:

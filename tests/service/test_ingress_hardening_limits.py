@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ingress.main import Ingress
 from petrel import smtp_replies
@@ -32,13 +30,6 @@ from tests.support.net import async_wait_for
 
 OK = "250 2.0.0 OK"
 MESSAGE = b"Subject: limits\r\n\r\nbody\r\n.\r\n"
-
-
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
 
 
 @contextlib.asynccontextmanager

@@ -20,13 +20,6 @@ CHUNK = 1024 * 1024
 MAX_GROWTH_KB = 24 * 1024
 
 
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def ingress(tmp_path: Path, spool: SpoolProcess) -> Iterator[IngressProcess]:
     process = IngressProcess(tmp_path, spool.address, max_message_size=str(1024 * 1024),

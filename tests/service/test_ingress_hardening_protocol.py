@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ from petrel.smtp_replies import parse_reply
 from tests.service.test_ingress_hardening_harness import (
     assert_closed,
     assert_greets,
-    make_certificate,
 )
 from tests.service.test_ingress_harness import (
     RawSmtp,
@@ -36,18 +35,6 @@ SMUGGLED = (b"MAIL FROM:<smuggler@example.com>\r\nRCPT TO:<victim@example.net>\r
             b"Subject: smuggled\r\n\r\nsmuggled\r\n")
 
 
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    return make_certificate(tmp_path_factory.mktemp("tls"))
-
-
 @pytest.fixture
 async def ingress(tmp_path: Path, spool: SpoolProcess,
                   certificate: tuple[str, str]) -> AsyncIterator[Ingress]:
@@ -56,15 +43,6 @@ async def ingress(tmp_path: Path, spool: SpoolProcess,
                             greeting_pause=0.3, max_errors=100)
     async with running_ingress(config) as running:
         yield running
-
-
-@pytest.fixture
-async def raw(ingress: Ingress) -> AsyncIterator[RawSmtp]:
-    client = await RawSmtp.connect(smtp_port(ingress))
-    assert (await client.reply()).startswith("220 ingress.petrel.test")
-    assert (await client.command("EHLO client.test")).startswith("250")
-    yield client
-    await client.close()
 
 
 async def start_data(client: RawSmtp) -> None:

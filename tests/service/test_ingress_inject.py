@@ -4,7 +4,7 @@ field validation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -25,13 +25,6 @@ from tests.service.test_ingress_harness import (
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 CONTENT = b"From: a@example.com\r\nX-Tenant: header-tenant\r\nSubject: hi\r\n\r\nbody\r\n"
-
-
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

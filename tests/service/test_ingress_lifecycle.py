@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosmtplib
@@ -29,13 +29,6 @@ from tests.service.test_ingress_harness import (
     spool_message,
 )
 from tests.support.net import free_port, port_open, wait_for
-
-
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
 
 
 def test_process_announces_serves_and_stops_on_sigterm(tmp_path: Path,

@@ -5,7 +5,7 @@ and nothing is queued."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,13 +47,6 @@ ID = "0190f0a0b0c0d0e0f0a0b0c0d0e0f0a0"
 SENDER = "sender@petrel.test"
 VERP = f"sender+{ID}=petrel.test@{BOUNCES}"
 LATER = datetime.now(UTC) + timedelta(days=3)
-
-
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

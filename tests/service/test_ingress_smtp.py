@@ -3,7 +3,7 @@ storage with our stamps, Reception events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosmtplib
@@ -29,28 +29,12 @@ MAX_SIZE = 4096
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 async def ingress(tmp_path: Path, spool: SpoolProcess) -> AsyncIterator[Ingress]:
     config = ingress_config(tmp_path, spool.address, relay_networks=["127.0.0.1/32"],
                             max_message_size=MAX_SIZE, max_recipients=3)
     async with running_ingress(config) as running:
         yield running
-
-
-@pytest.fixture
-async def raw(ingress: Ingress) -> AsyncIterator[RawSmtp]:
-    client = await RawSmtp.connect(smtp_port(ingress))
-    assert (await client.reply()).startswith("220 ingress.petrel.test")
-    assert (await client.command("EHLO client.test")).startswith("250")
-    yield client
-    await client.close()
 
 
 async def test_ehlo_advertises_extensions(ingress: Ingress) -> None:

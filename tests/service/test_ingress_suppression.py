@@ -4,7 +4,7 @@ Rejection records; removals honoured after the cache TTL; fail open without the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,6 @@ from tests.support.net import async_wait_for, free_port
 
 DEADLINE = 5.0
 SENDER = "sender@example.com"
-
-
-@pytest.fixture(scope="module")
-def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpoolProcess]:
-    process = SpoolProcess(tmp_path_factory.mktemp("spool")).start()
-    yield process
-    process.stop()
 
 
 class ListService:
