@@ -11,7 +11,8 @@ After ``--minutes`` the load stops, the sink accepts again, and the run waits (b
 every accepted message has a final event. Reported: accepted, refused (the client saw an
 error, so the message was not accepted), lost (accepted, no final event and never delivered),
 duplicate deliveries (at-least-once crash windows), kills per service, RSS per service sampled
-at the start and the end of the load. Exit status 1 when anything was lost.
+at the start and the end of the load, and per process instance over its life ("RSS did not
+grow"). Exit status 1 when anything was lost or an instance's memory grew.
 """
 
 from __future__ import annotations
@@ -89,6 +90,43 @@ def rss_mb(pipeline: Pipeline) -> dict[str, float]:
     return out
 
 
+class RssTracker:
+    """RSS of every process instance over its life: a baseline once it has run for
+    ``settle`` seconds, then the latest sample. Growth is judged per instance, since killed
+    services restart with fresh memory."""
+
+    def __init__(self, settle: float = 20.0) -> None:
+        self.settle = settle
+        self.instances: dict[int, dict[str, float | str]] = {}
+
+    def sample(self, pipeline: Pipeline) -> None:
+        now = time.monotonic()
+        current = rss_mb(pipeline)
+        for name, proc in pipeline.procs.items():
+            if name not in current:
+                continue
+            entry = self.instances.setdefault(proc.process.pid, {"service": name, "born": now})
+            if "baseline" not in entry and now - float(entry["born"]) >= self.settle:
+                entry["baseline"] = current[name]
+                entry["since"] = now
+            entry["last"] = current[name]
+            entry["seen"] = now
+
+    def growth(self, min_observed: float = 60.0) -> list[dict[str, float | str]]:
+        """Instances observed for at least ``min_observed`` s after their baseline."""
+        rows = []
+        for entry in self.instances.values():
+            if "baseline" not in entry:
+                continue
+            observed = float(entry["seen"]) - float(entry["since"])
+            if observed >= min_observed:
+                growth = float(entry["last"]) - float(entry["baseline"])
+                rows.append({"service": entry["service"], "baseline_mb": entry["baseline"],
+                             "last_mb": entry["last"], "observed_s": round(observed),
+                             "growth_mb": round(growth, 1)})
+        return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,11 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             load.start()
             time.sleep(min(10.0, args.minutes * 60 / 4))
             rss_start = rss_mb(pipeline)
+            tracker = RssTracker()
+            next_sample = 0.0
             end = time.monotonic() + args.minutes * 60
             next_kill = time.monotonic() + args.kill_every
             next_flap = time.monotonic() + args.flap_every
             while time.monotonic() < end:
                 now = time.monotonic()
+                if now >= next_sample:
+                    tracker.sample(pipeline)
+                    next_sample = now + 2.0
                 if now >= next_kill:
                     victim = rng.choice(VICTIMS)
                     pipeline.kill(victim)
@@ -157,16 +200,27 @@ def main(argv: list[str] | None = None) -> int:
                 "duplicate_final_events": sum(len(v) - 1 for v in finals.values() if len(v) > 1),
                 "kills": dict(kills), "sink_flaps": flaps,
                 "rss_mb_start": rss_start, "rss_mb_end": rss_end,
+                "rss_by_instance": tracker.growth(),
             }
+            # "RSS did not grow": no instance observed for a minute or more grew by more than
+            # a quarter of its settled size (and at least 20 MB).
+            summary["rss_grew"] = [
+                row for row in summary["rss_by_instance"]
+                if float(row["growth_mb"]) > max(20.0, 0.25 * float(row["baseline_mb"]))]
         finally:
             pipeline.stop_all()
     print(json.dumps(summary, indent=2))
     if args.report:
         Path(args.report).write_text(render(summary))
-    return 1 if summary["lost"] else 0
+    return 1 if summary["lost"] or summary["rss_grew"] else 0
 
 
 def render(s: dict) -> str:
+    instances = "\n".join(
+        ["| service | settled MB | last MB | observed s | growth MB |", "|---|---|---|---|---|"]
+        + [f"| {r['service']} | {r['baseline_mb']} | {r['last_mb']} | {r['observed_s']} | "
+           f"{r['growth_mb']} |" for r in sorted(s["rss_by_instance"],
+                                                 key=lambda r: str(r["service"]))])
     rows = "\n".join(f"| {k} | {s['rss_mb_start'].get(k, '-')} | {v} |"
                      for k, v in sorted(s["rss_mb_end"].items()))
     return f"""# Chaos soak report
@@ -184,6 +238,14 @@ Command: `python benchmarks/chaos.py --minutes {s['minutes']} --kill-every {s['k
 | duplicate final events | {s['duplicate_final_events']} |
 | kills | {', '.join(f'{k} {v}' for k, v in sorted(s['kills'].items()))} |
 | sink flaps (accept ↔ 451) | {s['sink_flaps']} |
+
+RSS per process instance observed for at least a minute after settling (20 s after start;
+a killed service restarts with fresh memory, so growth is judged per instance). "RSS did
+not grow" means no instance grew by more than max(20 MB, 25 %):
+
+{instances}
+
+RSS did not grow: **{"yes" if not s["rss_grew"] else "no: " + str(s["rss_grew"])}**
 
 RSS per service (MB) at the start and at the end of the load:
 
