@@ -37,7 +37,6 @@ import random
 import re
 import select
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from petrel.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 REPLY_LINE = re.compile(rb"^[2-5]\d\d(?:[ -][\x20-\x7e\x80-\xff]*)?\r\n$")
@@ -64,12 +65,6 @@ VOCABULARY = [b"EHLO", b"HELO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"
 INTERESTING = b"\r\n\x00\x7f\xff.<>@\"%!: \t\x1b"
 END_VARIANTS = [b"\r\n.\r\n", b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r",
                 b"\r\n..\r\n", b".\r\n", b""]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the system under test -----------------------------------------------------------
