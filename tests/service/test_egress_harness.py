@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bounce.classifier import ReplyClassifier
@@ -48,7 +47,7 @@ from spool.server import SERVICE_NAME as SPOOL_SERVICE
 from spool.server import SpoolServicer
 from spool.store import Spool
 from tests.support.net import async_wait_for, free_port
-from tests.support.sink import Received, SmtpSink
+from tests.support.sink import Received, SinkHandler, SmtpSink
 
 SENDER = "sender@petrel.test"
 
@@ -172,16 +171,9 @@ class Delivered:
     tls: bool
 
 
-class _RecordingHandler:
-    def __init__(self, sink: RecordingSink) -> None:
-        self.sink = sink
-
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
-        reply = self.sink.reply_for_rcpt(address)
-        if reply.startswith("250"):
-            envelope.rcpt_tos.append(address)
-        return reply
+@dataclass
+class _RecordingHandler(SinkHandler):
+    sink: RecordingSink
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.sink._lock:
@@ -204,30 +196,17 @@ class _RecordingHandler:
 
 @dataclass
 class RecordingSink(SmtpSink):
-    tls_context: ssl.SSLContext | None = None
     data_delay: float = 0.0
     deliveries: list[Delivered] = field(default_factory=list)
     quits: int = 0
 
-    def start(self) -> RecordingSink:
-        self.port = self.port or free_port()
-        kwargs: dict[str, Any] = {}
-        if self.tls_context is not None:
-            kwargs["tls_context"] = self.tls_context
-        self._controller = Controller(
-            _RecordingHandler(self), hostname=self.host, port=self.port,
-            server_hostname=self.hostname, data_size_limit=64 * 1024 * 1024,
-            decode_data=False, **kwargs)
-        self._controller.start()
-        return self
+    def handler(self) -> object:
+        return _RecordingHandler(self)
 
     def connections(self) -> int:
         """Distinct client connections that delivered at least one message."""
         with self._lock:
             return len({d.client_port for d in self.deliveries})
-
-    def __enter__(self) -> RecordingSink:
-        return self.start()
 
 
 class BannerServer:

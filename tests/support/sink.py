@@ -11,14 +11,18 @@ like KumoMTA's test sink:
 * anything else         -> accepted
 
 ``sink.rcpt_reply`` / ``sink.data_reply`` override everything when set (e.g. refuse all
-with ``"421 4.3.2 busy"``). ``sink.messages`` holds ``Received`` transactions.
+with ``"421 4.3.2 busy"``). ``sink.messages`` holds ``Received`` transactions. With
+``tls_context`` it offers STARTTLS. Subclasses serve through their own handler
+(``handler()``), e.g. one that subclasses ``SinkHandler``.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -35,7 +39,7 @@ class Received:
 
 
 @dataclass
-class _Handler:
+class SinkHandler:
     sink: SmtpSink
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
@@ -65,6 +69,7 @@ class SmtpSink:
     attempts: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
+    tls_context: ssl.SSLContext | None = None
 
     def reply_for_rcpt(self, address: str) -> str:
         with self._lock:
@@ -95,11 +100,18 @@ class SmtpSink:
         with self._lock:
             return len(self.messages)
 
-    def start(self) -> SmtpSink:
+    def handler(self) -> object:
+        """The aiosmtpd handler serving this sink."""
+        return SinkHandler(self)
+
+    def start(self) -> Self:
         self.port = self.port or free_port()
+        kwargs: dict[str, Any] = {}
+        if self.tls_context is not None:
+            kwargs["tls_context"] = self.tls_context
         self._controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, server_hostname=self.hostname,
-            data_size_limit=64 * 1024 * 1024, decode_data=False,
+            self.handler(), hostname=self.host, port=self.port, server_hostname=self.hostname,
+            data_size_limit=64 * 1024 * 1024, decode_data=False, **kwargs,
         )
         self._controller.start()
         return self
@@ -113,7 +125,7 @@ class SmtpSink:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def __enter__(self) -> SmtpSink:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
