@@ -22,7 +22,6 @@ from petrel.v1 import scheduler_pb2
 
 _tracer = telemetry.tracer("petrel.egress")
 
-MESSAGING_SYSTEM = "petrel"
 OUTCOMES = {
     scheduler_pb2.DELIVERY_OUTCOME_UNSPECIFIED: "unspecified",
     scheduler_pb2.DELIVERY_OUTCOME_DELIVERED: "delivered",
@@ -42,17 +41,8 @@ def span_name(task: scheduler_pb2.DeliveryTask) -> str:
 def deliver_span(task: scheduler_pb2.DeliveryTask) -> Iterator[Span]:
     with _tracer.start_as_current_span(
             span_name(task), context=telemetry.context_from_carrier(task.trace_context),
-            kind=SpanKind.CONSUMER, attributes={
-                "messaging.system": MESSAGING_SYSTEM,
-                "messaging.operation.type": "process",
-                "messaging.destination.name": task.site,
-                "messaging.message.id": task.message_id,
-                "petrel.attempt": task.attempt,
-                "petrel.domain": task.domain,
-                "petrel.queue": task.queue,
-                "petrel.recipients": len(task.recipients),
-                "petrel.task_id": task.task_id,
-            }) as span:
+            kind=SpanKind.CONSUMER,
+            attributes=telemetry.task_attributes(task, "process")) as span:
         yield span
 
 

@@ -29,6 +29,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from opentelemetry import context as otel_context
@@ -41,9 +42,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from petrel.v1 import scheduler_pb2
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "petrel"
+MESSAGING_SYSTEM = "petrel"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # Bounded so that a failing collector cannot hold a stopping service for long.
 SHUTDOWN_TIMEOUT = 3.0
@@ -183,6 +187,23 @@ def link_from_carrier(carrier: Mapping[str, str] | None,
     if span_context is None:
         return None
     return Link(span_context, dict(attributes) if attributes else None)
+
+
+def task_attributes(task: scheduler_pb2.DeliveryTask, operation: str) -> dict[str, Any]:
+    """The attributes of a span about one delivery task, ``operation`` its
+    ``messaging.operation.type``: the scheduler's dispatch and egress's attempt describe the
+    task alike."""
+    return {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": task.site,
+        "messaging.message.id": task.message_id,
+        "petrel.attempt": task.attempt,
+        "petrel.domain": task.domain,
+        "petrel.queue": task.queue,
+        "petrel.recipients": len(task.recipients),
+        "petrel.task_id": task.task_id,
+    }
 
 
 def current_trace_id() -> str:

@@ -27,7 +27,7 @@ from scheduler.policy import queue_name, recipient_domain
 
 _tracer = telemetry.tracer("petrel.scheduler")
 
-MESSAGING_SYSTEM = "petrel"
+MESSAGING_SYSTEM = telemetry.MESSAGING_SYSTEM
 FINAL_OUTCOMES = {"Delivery": "delivered", "Bounce": "bounced", "Expiration": "expired",
                   "AdminBounce": "admin_bounced"}
 
@@ -58,18 +58,9 @@ def dispatched(task: scheduler_pb2.DeliveryTask, worker_id: str) -> None:
     """Record that ``task`` was handed to ``worker_id`` (an instant span)."""
     _tracer.start_span(
         f"dispatch {task.site}", context=telemetry.context_from_carrier(task.trace_context),
-        kind=SpanKind.PRODUCER, attributes={
-            "messaging.system": MESSAGING_SYSTEM,
-            "messaging.operation.type": "send",
-            "messaging.destination.name": task.site,
-            "messaging.message.id": task.message_id,
-            "petrel.attempt": task.attempt,
-            "petrel.domain": task.domain,
-            "petrel.queue": task.queue,
-            "petrel.recipients": len(task.recipients),
-            "petrel.task_id": task.task_id,
-            "petrel.worker": worker_id,
-        }).end()
+        kind=SpanKind.PRODUCER,
+        attributes={**telemetry.task_attributes(task, "send"), "petrel.worker": worker_id},
+    ).end()
 
 
 def dispositions(meta: common_pb2.MessageMeta, records: Sequence[dict[str, Any]]) -> None:
