@@ -1,5 +1,6 @@
 """Real peers for the ingress service tests (no tests here): a spool process, an ingress
-running in-process on the test's loop, and spool lookups."""
+running in-process on the test's loop, spool lookups, and the bounce service's suppression
+list (and classifier) in-process."""
 
 from __future__ import annotations
 
@@ -17,13 +18,26 @@ from typing import Any
 
 import grpc
 
+from bounce.classifier import ReplyClassifier
+from bounce.server import SERVICE_NAME as BOUNCE_SERVICE
+from bounce.server import BounceServicer
+from bounce.suppression_server import SERVICE_NAME as SUPPRESSION_SERVICE
+from bounce.suppression_server import SuppressionServicer
+from bounce.suppression_store import SuppressionStore
 from ingress.main import Ingress
 from petrel.config import Config, load_config
-from petrel.rpc import create_channel
-from petrel.v1 import spool_pb2, spool_pb2_grpc
+from petrel.rpc import create_channel, create_server
+from petrel.v1 import (
+    bounce_pb2_grpc,
+    spool_pb2,
+    spool_pb2_grpc,
+    suppression_pb2,
+    suppression_pb2_grpc,
+)
 from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+DEADLINE = 5.0
 
 
 class ServiceProcess:
@@ -143,6 +157,58 @@ async def spool_count(address: str) -> int:
         stub = spool_pb2_grpc.SpoolServiceStub(channel)
         stats = await stub.GetSpoolStats(spool_pb2.GetSpoolStatsRequest(), timeout=5)
         return int(stats.messages)
+
+
+class SuppressionPeer:
+    """The bounce service's SuppressionService over RocksDB under ``path``, in-process, with
+    a client for the test; with a ``classifier`` it serves the BounceService too."""
+
+    def __init__(self, path: Path, classifier: ReplyClassifier | None = None) -> None:
+        self.store = SuppressionStore(path)
+        self.classifier = classifier
+        self.address = ""
+        self.stub: suppression_pb2_grpc.SuppressionServiceStub
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> SuppressionPeer:
+        services: list[tuple[Any, Any, str]] = [
+            (suppression_pb2_grpc.add_SuppressionServiceServicer_to_server,
+             SuppressionServicer(self.store), SUPPRESSION_SERVICE)]
+        if self.classifier is not None:
+            services.insert(0, (bounce_pb2_grpc.add_BounceServiceServicer_to_server,
+                                BounceServicer(self.classifier), BOUNCE_SERVICE))
+        self._server, _, port = create_server("127.0.0.1:0", services)
+        await self._server.start()
+        self.address = f"127.0.0.1:{port}"
+        self._channel = create_channel(self.address)
+        self.stub = suppression_pb2_grpc.SuppressionServiceStub(self._channel)
+        return self
+
+    async def add(self, address: str, tenant: str = "", reason: str = "InvalidRecipient",
+                  source: int = suppression_pb2.SUPPRESSION_SOURCE_BOUNCE) -> None:
+        await self.stub.AddSuppressions(suppression_pb2.AddSuppressionsRequest(entries=[
+            suppression_pb2.Suppression(address=address, tenant=tenant, reason=reason,
+                                        source=source)]),  # type: ignore[arg-type]
+            timeout=DEADLINE)
+
+    async def remove(self, address: str, tenant: str = "") -> None:
+        await self.stub.RemoveSuppressions(suppression_pb2.RemoveSuppressionsRequest(
+            keys=[suppression_pb2.SuppressionKey(address=address, tenant=tenant)]),
+            timeout=DEADLINE)
+
+    async def entries(self) -> list[tuple[str, str, str, str]]:
+        listed = await self.stub.ListSuppressions(
+            suppression_pb2.ListSuppressionsRequest(all_tenants=True), timeout=DEADLINE)
+        return [(e.address, e.tenant, e.reason, suppression_pb2.SuppressionSource.Name(
+            e.source)) for e in listed.entries]
+
+    async def stop(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        if self._server is not None:
+            await self._server.stop(None)
+        self.store.close()
 
 
 class RawSmtp:

@@ -10,26 +10,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from pydantic import SecretStr
 
 from bounce.classifier import ReplyClassifier
-from bounce.server import SERVICE_NAME as BOUNCE_SERVICE
-from bounce.server import BounceServicer
-from bounce.suppression_server import SERVICE_NAME as SUPPRESSION_SERVICE
-from bounce.suppression_server import SuppressionServicer
-from bounce.suppression_store import SuppressionStore
 from ingress.main import Ingress
 from petrel import smtp_replies
 from petrel.config import Config
 from petrel.correlation import Ref, ref_header
 from petrel.events import read_events
-from petrel.rpc import create_channel, create_server
-from petrel.v1 import bounce_pb2_grpc, suppression_pb2, suppression_pb2_grpc
 from tests.service.test_ingress_harness import (
     RawSmtp,
     SpoolProcess,
+    SuppressionPeer,
     ingress_config,
     running_ingress,
     smtp_port,
@@ -39,7 +32,6 @@ from tests.support.messages import make_message
 from tests.support.net import free_port
 from tests.support.reports import header_block, make_arf, make_autoreply, make_dsn
 
-DEADLINE = 5.0
 BOUNCES = "bounces.petrel.test"
 FEEDBACK = "fbl@petrel.test"
 SECRET = "report-secret-0123456789"
@@ -54,44 +46,9 @@ def classifier() -> ReplyClassifier:
     return ReplyClassifier.from_files()
 
 
-class BounceService:
-    def __init__(self, path: Path, classifier: ReplyClassifier) -> None:
-        self.store = SuppressionStore(path)
-        self.classifier = classifier
-        self.address = ""
-        self._server: grpc.aio.Server | None = None
-        self._channel: grpc.aio.Channel | None = None
-        self.suppression: suppression_pb2_grpc.SuppressionServiceStub
-
-    async def start(self) -> BounceService:
-        self._server, _, port = create_server("127.0.0.1:0", [
-            (bounce_pb2_grpc.add_BounceServiceServicer_to_server,
-             BounceServicer(self.classifier), BOUNCE_SERVICE),
-            (suppression_pb2_grpc.add_SuppressionServiceServicer_to_server,
-             SuppressionServicer(self.store), SUPPRESSION_SERVICE)])
-        await self._server.start()
-        self.address = f"127.0.0.1:{port}"
-        self._channel = create_channel(self.address)
-        self.suppression = suppression_pb2_grpc.SuppressionServiceStub(self._channel)
-        return self
-
-    async def entries(self) -> list[tuple[str, str, str, str]]:
-        listed = await self.suppression.ListSuppressions(
-            suppression_pb2.ListSuppressionsRequest(all_tenants=True), timeout=DEADLINE)
-        return [(e.address, e.tenant, e.reason, suppression_pb2.SuppressionSource.Name(
-            e.source)) for e in listed.entries]
-
-    async def stop(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-        if self._server is not None:
-            await self._server.stop(None)
-        self.store.close()
-
-
 @pytest.fixture
-async def bounce(tmp_path: Path, classifier: ReplyClassifier) -> AsyncIterator[BounceService]:
-    running = await BounceService(tmp_path / "suppression", classifier).start()
+async def bounce(tmp_path: Path, classifier: ReplyClassifier) -> AsyncIterator[SuppressionPeer]:
+    running = await SuppressionPeer(tmp_path / "suppression", classifier).start()
     yield running
     await running.stop()
 
@@ -106,7 +63,7 @@ def config_for(tmp_path: Path, spool: SpoolProcess, bounce_address: str) -> Conf
 
 @pytest.fixture
 async def ingress(tmp_path: Path, spool: SpoolProcess,
-                  bounce: BounceService) -> AsyncIterator[Ingress]:
+                  bounce: SuppressionPeer) -> AsyncIterator[Ingress]:
     async with running_ingress(config_for(tmp_path, spool, bounce.address)) as running:
         yield running
 
@@ -145,7 +102,7 @@ def events(ingress: Ingress, record_type: str) -> list[dict[str, Any]]:
 
 
 async def test_dsn_days_later_becomes_oob_and_suppresses(
-        ingress: Ingress, bounce: BounceService, spool: SpoolProcess) -> None:
+        ingress: Ingress, bounce: SuppressionPeer, spool: SpoolProcess) -> None:
     before = await spool_count(spool.address)
     dsn = make_dsn(header_block(original()), "nouser@dest.test", to=VERP, when=LATER)
     assert await deliver(ingress, "", [VERP], dsn) == [
@@ -166,7 +123,7 @@ async def test_dsn_days_later_becomes_oob_and_suppresses(
 
 
 async def test_arf_becomes_feedback_and_suppresses(ingress: Ingress,
-                                                  bounce: BounceService) -> None:
+                                                  bounce: SuppressionPeer) -> None:
     arf = make_arf(original(recipient="complainer@dest.test"), "complainer@dest.test",
                    to=FEEDBACK, when=LATER)
     assert (await deliver(ingress, "feedback@fbl.isp.test", [FEEDBACK], arf))[-1] == \
@@ -184,7 +141,7 @@ async def test_arf_becomes_feedback_and_suppresses(ingress: Ingress,
 
 
 async def test_verp_alone_ties_id_and_sender_but_suppresses_nothing(
-        ingress: Ingress, bounce: BounceService) -> None:
+        ingress: Ingress, bounce: SuppressionPeer) -> None:
     dsn = make_dsn(b"", "nouser@dest.test", to=VERP, when=LATER)
     assert (await deliver(ingress, "", [VERP], dsn))[-1] == smtp_replies.REPORT_RECEIVED
     [oob] = events(ingress, "OOB")
@@ -195,7 +152,7 @@ async def test_verp_alone_ties_id_and_sender_but_suppresses_nothing(
 
 
 async def test_forged_or_unsigned_refs_are_not_believed(ingress: Ingress,
-                                                        bounce: BounceService) -> None:
+                                                        bounce: SuppressionPeer) -> None:
     forged = ref_header("X-Petrel-Ref", Ref(ID, "victim"), b"wrong key") + make_message(
         SENDER, ["nouser@dest.test"])
     dsn = make_dsn(header_block(forged), "nouser@dest.test", to=f"postmaster@{BOUNCES}",

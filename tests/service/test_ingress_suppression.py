@@ -11,18 +11,17 @@ from typing import Any
 import grpc
 import pytest
 
-from bounce.suppression_server import SERVICE_NAME, SuppressionServicer
-from bounce.suppression_store import SuppressionStore
 from ingress import metrics
 from ingress.main import Ingress
 from petrel import smtp_replies
 from petrel.config import Config
 from petrel.events import read_events
-from petrel.rpc import create_channel, create_server
-from petrel.v1 import ingress_pb2, ingress_pb2_grpc, suppression_pb2, suppression_pb2_grpc
+from petrel.rpc import create_channel
+from petrel.v1 import ingress_pb2, ingress_pb2_grpc, suppression_pb2
 from tests.service.test_ingress_harness import (
     RawSmtp,
     SpoolProcess,
+    SuppressionPeer,
     ingress_config,
     running_ingress,
     smtp_port,
@@ -34,49 +33,9 @@ DEADLINE = 5.0
 SENDER = "sender@example.com"
 
 
-class ListService:
-    """SuppressionService in-process, and a client for the test."""
-
-    def __init__(self, path: Path) -> None:
-        self.store = SuppressionStore(path)
-        self.address = ""
-        self.stub: suppression_pb2_grpc.SuppressionServiceStub
-        self._server: grpc.aio.Server | None = None
-        self._channel: grpc.aio.Channel | None = None
-
-    async def start(self) -> ListService:
-        self._server, _, port = create_server("127.0.0.1:0", [
-            (suppression_pb2_grpc.add_SuppressionServiceServicer_to_server,
-             SuppressionServicer(self.store), SERVICE_NAME)])
-        await self._server.start()
-        self.address = f"127.0.0.1:{port}"
-        self._channel = create_channel(self.address)
-        self.stub = suppression_pb2_grpc.SuppressionServiceStub(self._channel)
-        return self
-
-    async def add(self, address: str, tenant: str = "", reason: str = "InvalidRecipient",
-                  source: int = suppression_pb2.SUPPRESSION_SOURCE_BOUNCE) -> None:
-        await self.stub.AddSuppressions(suppression_pb2.AddSuppressionsRequest(entries=[
-            suppression_pb2.Suppression(address=address, tenant=tenant, reason=reason,
-                                        source=source)]),  # type: ignore[arg-type]
-            timeout=DEADLINE)
-
-    async def remove(self, address: str, tenant: str = "") -> None:
-        await self.stub.RemoveSuppressions(suppression_pb2.RemoveSuppressionsRequest(
-            keys=[suppression_pb2.SuppressionKey(address=address, tenant=tenant)]),
-            timeout=DEADLINE)
-
-    async def stop(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-        if self._server is not None:
-            await self._server.stop(None)
-        self.store.close()
-
-
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[ListService]:
-    running = await ListService(tmp_path / "suppression").start()
+async def service(tmp_path: Path) -> AsyncIterator[SuppressionPeer]:
+    running = await SuppressionPeer(tmp_path / "suppression").start()
     yield running
     await running.stop()
 
@@ -91,7 +50,7 @@ def config_for(tmp_path: Path, spool: SpoolProcess, bounce_address: str,
 
 @pytest.fixture
 async def ingress(tmp_path: Path, spool: SpoolProcess,
-                  service: ListService) -> AsyncIterator[Ingress]:
+                  service: SuppressionPeer) -> AsyncIterator[Ingress]:
     async with running_ingress(config_for(tmp_path, spool, service.address)) as running:
         yield running
 
@@ -114,7 +73,7 @@ def rejections(ingress: Ingress) -> list[dict[str, Any]]:
 
 
 async def test_global_entry_refused_at_rcpt_with_a_rejection(ingress: Ingress,
-                                                             service: ListService) -> None:
+                                                             service: SuppressionPeer) -> None:
     await service.add("Dead@Example.net", reason="do not mail",
                       source=suppression_pb2.SUPPRESSION_SOURCE_MANUAL)
     client = await session(ingress)
@@ -134,7 +93,7 @@ async def test_global_entry_refused_at_rcpt_with_a_rejection(ingress: Ingress,
     assert rejection["suppression"]["source"] == "manual"
 
 
-async def test_tenant_entry_checked_after_data(ingress: Ingress, service: ListService,
+async def test_tenant_entry_checked_after_data(ingress: Ingress, service: SuppressionPeer,
                                                spool: SpoolProcess) -> None:
     await service.add("gone@example.net", tenant="acme")
     client = await session(ingress)
@@ -166,7 +125,7 @@ async def test_tenant_entry_checked_after_data(ingress: Ingress, service: ListSe
 
 
 async def test_inject_fails_precondition_and_removal_is_honoured(
-        ingress: Ingress, service: ListService) -> None:
+        ingress: Ingress, service: SuppressionPeer) -> None:
     await service.add("gone@example.net", tenant="acme")
     request = ingress_pb2.InjectMessageRequest(
         sender=SENDER, recipients=["ok@example.net", "GONE@example.net"], tenant="acme",
