@@ -2,8 +2,11 @@
 
 ``Composer(request, max_message_size)`` checks and compiles everything that is shared by the
 recipients once: templates (``TemplateSyntaxProblem`` -> HTTP 422) and attachments
-(``RequestProblem`` -> HTTP 400). ``compose(i)`` then renders recipient ``i``'s message; a
-``ComposeError`` fails only that recipient.
+(``RequestProblem`` -> HTTP 400). It also composes the first recipient's message right away, so
+templates that exceed their rendering budget (``TemplateBudgetProblem``, a
+``TemplateSyntaxProblem``) refuse the request as a whole, like syntax errors. ``compose(i)``
+then renders recipient ``i``'s message; a ``ComposeError`` fails only that recipient (including
+a budget exceeded only with that recipient's substitutions).
 
 Substitutions seen by the templates, later ones winning: the request's ``substitutions``, the
 predefined ``email``, ``name`` (when given) and ``to_header``, the recipient's ``substitutions``.
@@ -24,8 +27,15 @@ from email.headerregistry import Address
 from typing import Any
 
 from gateway.mime import MessageBuildError, Part, build_message, mailbox, raw_message
-from gateway.models import InjectRecipient, InjectV1Request, Mailbox
-from gateway.templating import RenderProblem, Text, compile_text
+from gateway.models import ContentBuilder, InjectRecipient, InjectV1Request, Mailbox
+from gateway.templating import (
+    Dialect,
+    RenderBudgetProblem,
+    RenderProblem,
+    TemplateBudgetProblem,
+    Text,
+    compile_text,
+)
 
 
 class RequestProblem(ValueError):
@@ -70,7 +80,20 @@ class Composer:
         self._reply_to: Address | None = None
         if isinstance(content, str):
             self._raw = compile_text("content", content, dialect)
-            return
+        else:
+            self._compile_parts(content, request.envelope_sender, dialect)
+        self._first: Composed | Exception | None = None
+        try:
+            self._first = self._compose(0)
+        except ComposeError as exc:
+            if isinstance(exc.__cause__, RenderBudgetProblem):
+                raise TemplateBudgetProblem(exc.__cause__.field, exc.__cause__.detail) from exc
+            self._first = exc
+        except Exception as exc:  # kept for compose(0), which reports it as before
+            self._first = exc
+
+    def _compile_parts(self, content: ContentBuilder, envelope_sender: str | None,
+                       dialect: Dialect) -> None:
         if content.subject is not None:
             self._subject = compile_text("content.subject", content.subject, dialect)
         if content.text_body is not None:
@@ -86,8 +109,8 @@ class Composer:
         self._parts = [self._decode(i, a.data, a.base64, a.content_type, a.file_name,
                                     a.content_id)
                        for i, a in enumerate(content.attachments)]
-        sender = content.from_ or (Mailbox(email=request.envelope_sender)
-                                   if request.envelope_sender else None)
+        sender = content.from_ or (Mailbox(email=envelope_sender)
+                                   if envelope_sender else None)
         self._from = self._mailbox("content.from", sender)
         self._reply_to = self._mailbox("content.reply_to", content.reply_to)
 
@@ -127,6 +150,14 @@ class Composer:
         return ctx
 
     def compose(self, index: int) -> Composed:
+        if index == 0 and self._first is not None:
+            first, self._first = self._first, None
+            if isinstance(first, Exception):
+                raise first
+            return first
+        return self._compose(index)
+
+    def _compose(self, index: int) -> Composed:
         recipient = self.request.recipients[index]
         try:
             content = self._render(recipient)
