@@ -94,7 +94,8 @@ def create_app(config: Config, backends: Backends) -> FastAPI:
         summary="Inject a message for one or more recipients (KumoMTA-compatible)",
         responses={**_ERRORS,
                    413: {"model": ErrorResponse, "description": "Body over the limit."},
-                   422: {"model": ErrorResponse, "description": "Template syntax error."},
+                   422: {"model": ErrorResponse,
+                         "description": "Template syntax error or rendering budget exceeded."},
                    503: {"model": InjectUnavailableResponse,
                          "description": "Ingress unavailable: no recipient was accepted."}})
     async def inject_v1(request: Request, body: InjectV1Request) -> Any:
