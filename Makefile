@@ -10,7 +10,7 @@ APT_PACKAGES := postfix dnsmasq-base swaks docker-compose prometheus
 STAMP := $(VENV)/.installed
 
 .PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean \
-	metrics-doc compose-check fuzz
+	metrics-doc compose-check fuzz bench-stages
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -75,6 +75,11 @@ compose-check: system-deps
 
 bench: system-deps deps
 	$(PY) benchmarks/bench.py $(ARGS)
+
+# Delivered rate with 1, 2 and 4 egress processes against a slow sink (benchmarks/stages.py),
+# e.g. ARGS="--repeat 3 --messages 2000".
+bench-stages: system-deps deps
+	$(PY) benchmarks/stages.py $(ARGS)
 
 # Bounded SMTP fuzzing of a real ingress (docs/hardening.md), e.g. ARGS="--seconds 300".
 fuzz: deps
