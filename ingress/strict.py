@@ -38,6 +38,7 @@ from ingress.commands import (
 )
 from ingress.data import DataReceiver
 from ingress.limits import ConnectionLimiter, RequestDeadline
+from ingress.smtp_setup import setup_smtp
 from petrel import smtp_replies
 from petrel.config import IngressConfig
 
@@ -124,7 +125,8 @@ class StrictSMTP(SMTP):
     def __init__(self, handler: Any, *, config: IngressConfig,
                  limiter: ConnectionLimiter | None, trusted: Callable[[str], bool],
                  **kwargs: Any) -> None:
-        super().__init__(handler, timeout=config.command_timeout, **kwargs)
+        # Not SMTP.__init__: it re-introspects the class on every connection (smtp_setup).
+        setup_smtp(self, handler, timeout=config.command_timeout, **kwargs)
         self._config = config
         self._limiter = limiter
         self._trusted = trusted
