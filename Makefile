@@ -76,6 +76,15 @@ compose-check: system-deps
 bench: system-deps deps
 	$(PY) benchmarks/bench.py $(ARGS)
 
+# A million queued messages behind a refusing destination: scheduler RSS, spool on disk,
+# rebuild and restart-to-first-delivery times, drain rate (ARGS="--messages 20000" is quick).
+bench-scale: system-deps deps
+	$(PY) benchmarks/scale.py $(ARGS)
+
+# Steady load for --minutes (default 10): RSS of every service sampled, memory growth judged.
+bench-steady: system-deps deps
+	$(PY) benchmarks/steady.py $(ARGS)
+
 # Delivered rate with 1, 2 and 4 egress processes against a slow sink (benchmarks/stages.py),
 # e.g. ARGS="--repeat 3 --messages 2000".
 bench-stages: system-deps deps
