@@ -1,6 +1,6 @@
 """Stage scaling: delivered rate with 1, 2 and 4 egress processes when egress is the bottleneck.
 
-    python benchmarks/stages.py [--egress 1,2,4] [--messages 1500] [--delay-ms 50]
+    python benchmarks/stages.py [--egress 1,2,4] [--messages 1500] [--delay-ms 100]
                                 [--max-inflight 8] [--connection-limit 4096] [--repeat 3]
 
 One run (per egress count, per repeat; counts interleaved so drift hits them alike):
@@ -13,12 +13,15 @@ One run (per egress count, per repeat; counts interleaved so drift hits them ali
    holds all of them. Nothing is delivered meanwhile (egress's first sessions wait for the
    banner), so *fill accept/s* is the rate ingress + spool + scheduler sustain on their own.
 4. Drain: open the gate; *delivered/s* = messages / (sink's last 250 - gate opening), both on
-   the sink's clock. CPU per 1,000 messages per service covers the drain only.
+   the sink's clock. CPU per 1,000 messages per service (``sink`` is the slow sink), *Petrel
+   cores* (CPU of all Petrel processes / drain time) and *host cores busy* (the whole
+   machine, from ``/proc/stat``: the sink and anything else running included) cover the
+   drain only. Host cores near the CPU count mean the machine, not egress, set the rate.
 
 Why egress is the bottleneck here. An egress process runs at most ``max_inflight``
 deliveries at once (the credit it grants the scheduler) and each holds one SMTP session
 until the sink's delayed 250, so one process delivers at most
-``max_inflight / (delay + egress's own time per message)`` messages/s: 8 / 50 ms ≈ 160/s with
+``max_inflight / (delay + egress's own time per message)`` messages/s: 8 / 100 ms = 80/s with
 the defaults, well below the fill accept rate (ingress, spool and scheduler have headroom)
 and, with 1 or 2 processes, well below what the two cores can do (CPU in use during the
 drain is reported). The scheduler's ``connection_limit`` (deliveries in flight per
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -60,6 +64,7 @@ from benchmarks.bench import Petrel, cpu_by_service, cpu_seconds  # noqa: E402
 from petrel.ports import free_port  # noqa: E402
 from petrel.v1 import scheduler_pb2, scheduler_pb2_grpc  # noqa: E402
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 SOURCE_SESSIONS = 20
 MESSAGE_SIZE = 2048
 # bench.service_of names ``petrel up`` itself by its module.
@@ -77,6 +82,7 @@ class Run:
     sink_busy: float
     max_open_transactions: int
     cores_used: float
+    host_cores_busy: float
     cpu_s_per_1k_by_service: dict[str, float]
 
 
@@ -93,7 +99,22 @@ class Row:
     fill_accept_per_s: float
     sink_busy: float
     cores_used: float
+    host_cores_busy: float
     cpu_s_per_1k_by_service: dict[str, float]
+
+
+def host_cpu_seconds() -> float:
+    """CPU seconds every process on the machine used so far (``/proc/stat``, all CPUs)."""
+    with open("/proc/stat") as fh:
+        values = [int(x) for x in fh.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = values
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def git_version() -> str:
+    found = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                           capture_output=True, text=True, check=False)
+    return found.stdout.strip() or "unknown"
 
 
 class SlowSinkProcess:
@@ -182,6 +203,7 @@ def run_once(egress: int, messages: int, delay_ms: float, max_inflight: int,
         sink_pids = [sink.proc.pid]
         cpu0 = cpu_by_service(pids)
         sink_cpu0 = cpu_seconds(sink_pids)
+        host0 = host_cpu_seconds()
         opened = sink.command("open")["opened"]
         deadline = opened + timeout
         while (stats := sink.command("stats"))["messages"] < messages:
@@ -191,6 +213,7 @@ def run_once(egress: int, messages: int, delay_ms: float, max_inflight: int,
                 break
             time.sleep(0.05)
         wall = max(time.monotonic() - opened, 1e-6)
+        host = host_cpu_seconds() - host0
         cpu1 = cpu_by_service(petrel.pids())
         by_service = {SERVICE_LABELS.get(name, name): cpu1[name] - cpu0.get(name, 0.0)
                       for name in sorted(cpu1)}
@@ -205,6 +228,7 @@ def run_once(egress: int, messages: int, delay_ms: float, max_inflight: int,
             sink_busy=round(stats["busy_seconds"] / (drain * egress * max_inflight), 3),
             max_open_transactions=int(stats["max_open_transactions"]),
             cores_used=round(sum(v for k, v in by_service.items() if k != "sink") / wall, 2),
+            host_cores_busy=round(host / wall, 2),
             cpu_s_per_1k_by_service={k: round(v * 1000 / max(delivered, 1), 2)
                                      for k, v in by_service.items()})
     finally:
@@ -242,14 +266,16 @@ def summarise(runs: Sequence[Run]) -> list[Row]:
             fill_accept_per_s=statistics.median(r.fill_accept_per_s for r in group),
             sink_busy=statistics.median(r.sink_busy for r in group),
             cores_used=statistics.median(r.cores_used for r in group),
+            host_cores_busy=statistics.median(r.host_cores_busy for r in group),
             cpu_s_per_1k_by_service=cpu))
     return rows
 
 
 def render(rows: Sequence[Row]) -> str:
     lines = ["| egress processes | delivered/s median (range) | ratio to 1 egress (paired range) "
-             "| fill accept/s | sink busy | cores used | CPU-s/1k by service |",
-             "|---|---|---|---|---|---|---|"]
+             "| fill accept/s | sink busy | Petrel cores | host cores busy "
+             "| CPU-s/1k by service |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
         if row.ratio_low is not None and row.ratio_high is not None and row.runs > 1:
@@ -259,7 +285,7 @@ def render(rows: Sequence[Row]) -> str:
         lines.append(
             f"| {row.egress} | {row.delivered_per_s:.0f} ({row.low:.0f}-{row.high:.0f}) "
             f"| {ratio} | {row.fill_accept_per_s:.0f} | {row.sink_busy:.0%} "
-            f"| {row.cores_used:.2f} | {cpu} |")
+            f"| {row.cores_used:.2f} | {row.host_cores_busy:.2f} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -276,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--egress", type=parse_counts, default=[1, 2, 4],
                         help="egress process counts, comma-separated (default 1,2,4)")
     parser.add_argument("--messages", type=int, default=1500, help="messages per run")
-    parser.add_argument("--delay-ms", type=float, default=50.0,
+    parser.add_argument("--delay-ms", type=float, default=100.0,
                         help="the sink's delay before each 250 after DATA")
     parser.add_argument("--max-inflight", type=int, default=8,
                         help="egress.max_inflight: deliveries at once per egress process")
@@ -299,13 +325,15 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
             print(f"# egress={egress}: {run.delivered_per_s:.0f} delivered/s "
                   f"(fill {run.fill_accept_per_s:.0f}/s, sink busy {run.sink_busy:.0%}, "
-                  f"{run.cores_used:.2f} cores)", file=sys.stderr, flush=True)
+                  f"Petrel {run.cores_used:.2f} cores, host {run.host_cores_busy:.2f} busy)",
+                  file=sys.stderr, flush=True)
             if args.json:
                 with open(args.json, "a") as fh:
                     fh.write(json.dumps(asdict(run)) + "\n")
     print(f"messages {args.messages} x 2 KB per run, sink delay {args.delay_ms:g} ms, "
           f"egress.max_inflight {args.max_inflight}, scheduler.connection_limit "
-          f"{args.connection_limit}, {args.repeat} repeat(s)\n")
+          f"{args.connection_limit}, {args.repeat} repeat(s), {os.cpu_count()} CPUs, "
+          f"git {git_version()}\n")
     print(render(summarise(runs)))
     return 0
 

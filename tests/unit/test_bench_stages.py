@@ -16,7 +16,7 @@ from benchmarks.stages import Run, SlowSinkProcess, parse_counts, render, summar
 def run(egress: int, rate: float, busy: float = 0.8) -> Run:
     return Run(egress=egress, messages=100, delivered=100, fill_accept_per_s=400.0,
                delivered_per_s=rate, drain_seconds=100 / rate, sink_busy=busy,
-               max_open_transactions=8 * egress, cores_used=0.5 * egress,
+               max_open_transactions=8 * egress, cores_used=0.5 * egress, host_cores_busy=1.0,
                cpu_s_per_1k_by_service={"egress": 1.2, "ingress": 0.0, "scheduler": 1.0})
 
 
@@ -43,7 +43,7 @@ def test_table_has_one_line_per_egress_count_and_hides_idle_services() -> None:
     assert len(lines) == 5
     assert lines[2].startswith("| 1 | 100 (100-100) | 1.00")
     assert lines[4].startswith("| 4 | 310 (310-310) | 3.10")
-    assert "| 50% |" in lines[4]
+    assert "| 50% | 2.00 | 1.00 |" in lines[4]
     assert "egress 1.20, scheduler 1.00" in lines[3] and "ingress" not in lines[3]
 
 
