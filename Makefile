@@ -73,6 +73,9 @@ compose-check: system-deps
 	promtool check rules compose/prometheus/alerts.yml
 	cd compose/prometheus && promtool test rules alerts_test.yml
 
+# Petrel beside a private Postfix relay, smtp-source -> MTA -> smtp-sink, every scenario of the
+# performance issue (benchmarks/bench.py; ARGS="--quick" for a short run, "--repeat 3" for
+# median and spread). Heavy: on a shared machine run `flock /tmp/petrel-bench.lock make bench`.
 bench: system-deps deps
 	$(PY) benchmarks/bench.py $(ARGS)
 
