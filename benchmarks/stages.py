@@ -35,6 +35,11 @@ drain divided by ``N x max_inflight``, i.e. the share of egress's delivery slots
 waiting on the remote; the rest is egress's own work per message (body read, SMTP client,
 result) plus the scheduler's round trip before a slot gets its next task.
 
+The other way to make egress the bottleneck, CPU (``--delay-ms 0 --max-inflight 256``), does
+not isolate egress on a 2-core machine: one egress process then delivers well above the
+fill accept rate and a second one mostly competes with the scheduler, the spool and the
+sink for the same two cores (*host cores busy* near 2).
+
 Bounded: ``--messages`` per run, ``--timeout`` per phase; only 127.0.0.1. Prints a Markdown
 table; ``--json FILE`` appends one JSON line per run. Heavy: run it through
 ``flock /tmp/petrel-bench.lock`` on a shared machine.
