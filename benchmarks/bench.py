@@ -1063,13 +1063,36 @@ def environment(args: argparse.Namespace) -> list[str]:
                 break
     postfix = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True,
                              text=True).stdout.strip() if shutil.which("postconf") else "n/a"
+    tmp = tempfile.gettempdir()
+    fs = subprocess.run(["df", "--output=fstype,source", tmp], capture_output=True,
+                        text=True).stdout.split()[-2:]
     return [
         f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  commit {git_commit()}  "
         f"{os.cpu_count()} cores ({cpu})  load average {os.getloadavg()[0]:.2f}",
         f"# postfix {postfix}  python {sys.version.split()[0]}  egress {args.egress}  "
         f"settings {' '.join(args.set) or '-'}  repeat {args.repeat}"
         f"{'  quick' if args.quick else ''}",
+        f"# work dirs in {tmp} ({' on '.join(fs)}): create+write 2 KB+fsync+close "
+        f"{fsync_probe(tmp)}",
     ]
+
+
+def fsync_probe(directory: str, count: int = 200, size: int = 2048) -> str:
+    """Latency of create + write + fsync + close of ``size`` bytes in ``directory``: what a
+    durable queue pays per message on this disk."""
+    data = os.urandom(size)
+    latencies = []
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        for i in range(count):
+            started = time.perf_counter()
+            fd = os.open(os.path.join(tmp, str(i)), os.O_CREAT | os.O_WRONLY, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            latencies.append((time.perf_counter() - started) * 1000.0)
+    latencies.sort()
+    return (f"p50 {latencies[len(latencies) // 2]:.2f} ms, "
+            f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f} ms")
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, str]:
