@@ -174,8 +174,9 @@ class Scheduler:
             log.error("scheduler task %s failed", task.get_name(), exc_info=task.exception())
 
     async def start(self) -> None:
-        """Start the background loops and the rebuild from the spool; returns at once
-        (``rebuilt`` is set when the queues are rebuilt and dispatching begins)."""
+        """Start the background loops and the rebuild from the spool; returns at once.
+        Dispatching begins with the first messages read (``rebuilt`` is set once every
+        message in the spool is queued)."""
         self.writer.start()
         self._spawn(self._promoter(), "promoter")
         self._spawn(self._finisher(), "finisher")
@@ -550,6 +551,11 @@ class Scheduler:
 
     async def _rebuild_then_reconcile(self) -> None:
         started = now_ms()
+        # Messages go out as soon as they are read: a million queued must not hold the first
+        # delivery back for the whole scan. Safe beside the scan as reconcile is: a message
+        # finished meanwhile is known (finished, or its removal pending) if read again.
+        if not self._stopping:
+            self._dispatching = True
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
