@@ -37,7 +37,8 @@ class SpoolBodies:
     def __init__(self, channel: grpc.aio.Channel, deadline: float = 15.0) -> None:
         stub = spool_pb2_grpc.SpoolServiceStub(channel)
         self._caller: StreamCaller[spool_pb2.ReadMessageRequest, spool_pb2.ReadMessageResponse]
-        self._caller = StreamCaller(stub.ReadMessages, name="spool-read")
+        self._caller = StreamCaller(stub.ReadMessageBatches, name="spool-read",
+                                     batch=spool_pb2.ReadMessageBatch)
         self.deadline = deadline
 
     async def read(self, message_id: str) -> bytes | None:

@@ -3,7 +3,8 @@
 Protocol: open the stream, send ``hello{worker_id}``, then ``credit{n}`` for the tasks this
 worker can take (``max_inflight`` minus deliveries still running). Each task received runs
 concurrently; when it ends its ``result`` is sent, followed by ``credit{1}``, so the scheduler
-never has more tasks outstanding here than the worker granted.
+never has more tasks outstanding here than the worker granted. Results and credits waiting to
+be sent at the same moment go as one ``report`` message; the hello asks for task batches.
 
 * The stream breaks: unsent work is dropped (the scheduler re-dispatches whatever it had
   handed out on that stream). Deliveries already running finish, but their results are
@@ -28,6 +29,7 @@ import grpc
 
 from petrel.events import trace_id_of
 from petrel.faults import fault_point
+from petrel.rpc import take_ready
 from petrel.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -60,11 +62,40 @@ class _Stream:
             self.outbox.put_nowait(None)
 
     async def requests(self) -> AsyncIterator[scheduler_pb2.DispatchRequest]:
+        """The stream's messages: results and credits waiting at the same time travel
+        together as one ``report``."""
         while True:
             request = await self.outbox.get()
             if request is None:
                 return
-            yield request
+            ready, ended = take_ready(self.outbox, request)
+            for message in coalesce(ready):
+                yield message
+            if ended:
+                return
+
+
+def coalesce(requests: list[scheduler_pb2.DispatchRequest],
+             ) -> list[scheduler_pb2.DispatchRequest]:
+    """``requests`` with every ``result`` and ``credit`` folded into one ``report`` (results
+    in order, credits summed) that takes the place of the first of them; others stay as they
+    are. The scheduler applies a report's credit after its results."""
+    out: list[scheduler_pb2.DispatchRequest] = []
+    report: scheduler_pb2.DispatchReport | None = None
+    for request in requests:
+        kind = request.WhichOneof("kind")
+        if kind not in ("result", "credit"):
+            out.append(request)
+            continue
+        if report is None:
+            message = scheduler_pb2.DispatchRequest(report=scheduler_pb2.DispatchReport())
+            out.append(message)
+            report = message.report
+        if kind == "result":
+            report.results.append(request.result)
+        else:
+            report.credit += request.credit
+    return out
 
 
 class DispatchWorker:
@@ -112,7 +143,8 @@ class DispatchWorker:
         self.streams_opened += 1
         self._stream = stream
         stream.send(scheduler_pb2.DispatchRequest(
-            hello=scheduler_pb2.WorkerHello(worker_id=self.worker_id)))
+            hello=scheduler_pb2.WorkerHello(worker_id=self.worker_id,
+                                            accepts_task_batches=True)))
         credit = self.max_inflight - len(self._running)
         if credit > 0:
             stream.send(scheduler_pb2.DispatchRequest(credit=credit))
@@ -142,13 +174,13 @@ class DispatchWorker:
     async def _read(self, call: grpc.aio.StreamStreamCall, stream: _Stream) -> None:
         try:
             async for response in call:
-                if not response.HasField("task"):
-                    continue
-                if not stream.accepting:
-                    log.debug("ignoring task %s: stopping", response.task.task_id)
-                    continue
-                self._got_task = True
-                self._start(response.task, stream)
+                tasks = response.tasks or ([response.task] if response.HasField("task") else [])
+                for task in tasks:
+                    if not stream.accepting:
+                        log.debug("ignoring task %s: stopping", task.task_id)
+                        continue
+                    self._got_task = True
+                    self._start(task, stream)
             if stream.accepting:
                 log.warning("dispatch stream closed by the scheduler")
         except grpc.aio.AioRpcError as exc:

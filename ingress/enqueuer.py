@@ -39,7 +39,8 @@ class Enqueuer:
                  min_backoff: float = 0.5, max_backoff: float = 30.0) -> None:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
         self._caller: StreamCaller[scheduler_pb2.EnqueueRequest, scheduler_pb2.EnqueueResponse] = \
-            StreamCaller(stub.Enqueue, name="scheduler-enqueue")
+            StreamCaller(stub.EnqueueBatches, name="scheduler-enqueue",
+                         batch=scheduler_pb2.EnqueueBatch)
         self._deadline = deadline
         self._backlog: collections.deque[common_pb2.MessageMeta] = collections.deque()
         self._max_backlog = max_backlog

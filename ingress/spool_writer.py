@@ -40,7 +40,8 @@ class SpoolWriter:
                  max_pending: int = 4096) -> None:
         stub = spool_pb2_grpc.SpoolServiceStub(channel)
         self._caller: StreamCaller[spool_pb2.PutMessageRequest, spool_pb2.PutMessageResponse] = \
-            StreamCaller(stub.PutMessages, max_pending=max_pending, name="spool-put")
+            StreamCaller(stub.PutMessageBatches, max_pending=max_pending, name="spool-put",
+                         batch=spool_pb2.PutMessageBatch)
         self._deadline = deadline
         self._withdrawals = Withdrawals(stub, deadline)
 
@@ -86,7 +87,8 @@ class Withdrawals:
     def __init__(self, stub: spool_pb2_grpc.SpoolServiceStub, deadline: float) -> None:
         self._caller: StreamCaller[spool_pb2.UpdateMessageRequest,
                                    spool_pb2.UpdateMessageResponse] = \
-            StreamCaller(stub.UpdateMessages, name="spool-withdraw")
+            StreamCaller(stub.UpdateMessageBatches, name="spool-withdraw",
+                         batch=spool_pb2.UpdateMessageBatch)
         self._deadline = deadline
         self._tasks: collections.OrderedDict[str, asyncio.Task[None]] = \
             collections.OrderedDict()

@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
@@ -169,6 +169,7 @@ def create_channel(address: str, security: grpc_auth.GrpcSecurity | None = None,
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+T = TypeVar("T")
 
 
 class StreamBroken(Exception):
@@ -180,6 +181,53 @@ class StreamBroken(Exception):
         self.details = details
 
 
+# Bounds of one batch: stays far below MAX_MESSAGE_BYTES even with large bodies (an item
+# larger than the bound travels alone).
+BATCH_MAX_ITEMS = 256
+BATCH_MAX_BYTES = 4 * 1024 * 1024
+
+
+def take_ready(queue: asyncio.Queue[T | None], first: T, *, max_items: int = BATCH_MAX_ITEMS,
+               max_bytes: int = BATCH_MAX_BYTES) -> tuple[list[T], bool]:
+    """``first`` and the items already waiting in ``queue`` (never waits), up to the bounds;
+    sizes come from ``ByteSize()`` when the items are protobuf messages. The flag says a
+    ``None`` (end of stream) was taken: the caller sends the batch and stops."""
+    items = [first]
+    size = _size_of(first)
+    while len(items) < max_items and size < max_bytes:
+        try:
+            item = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return items, False
+        if item is None:
+            return items, True
+        items.append(item)
+        size += _size_of(item)
+    return items, False
+
+
+def split_bounded(items: list[T], *, max_items: int = BATCH_MAX_ITEMS,
+                  max_bytes: int = BATCH_MAX_BYTES) -> Iterator[list[T]]:
+    """``items`` in order, cut into runs within the batch bounds (an item larger than
+    ``max_bytes`` forms a run of its own)."""
+    run: list[T] = []
+    size = 0
+    for item in items:
+        item_size = _size_of(item)
+        if run and (len(run) >= max_items or size + item_size > max_bytes):
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += item_size
+    if run:
+        yield run
+
+
+def _size_of(item: object) -> int:
+    byte_size = getattr(item, "ByteSize", None)
+    return int(byte_size()) if byte_size is not None else 0
+
+
 class StreamCaller(Generic[Req, Resp]):
     """Concurrent request/response calls over one bidi stream, matched by a ``seq`` field.
 
@@ -187,12 +235,18 @@ class StreamCaller(Generic[Req, Resp]):
     ``seq`` field; ``call`` sets it. ``max_pending`` bounds calls in flight (callers wait).
     ``call`` raises ``StreamBroken`` when the stream fails and ``asyncio.TimeoutError`` when
     its own deadline passes; in both cases the outcome of the request is unknown to the caller.
+
+    With ``batch`` (the batch message class of a ``...Batches`` method, whose ``items`` repeat
+    the request type) every stream message carries the requests that were waiting when it was
+    sent (see ``take_ready``), and responses arrive as batches with ``items`` too: under load
+    one stream message serves many calls, without waiting to fill a batch.
     """
 
     def __init__(self, open_stream: Callable[..., Any], *, max_pending: int = 4096,
-                 name: str = "stream") -> None:
+                 name: str = "stream", batch: Callable[[], Any] | None = None) -> None:
         self._open_stream = open_stream
         self._name = name
+        self._batch = batch
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Resp]] = {}
         self._slots = asyncio.Semaphore(max_pending)
@@ -229,21 +283,31 @@ class StreamCaller(Generic[Req, Resp]):
                 self._outbox = outbox
             return self._outbox
 
-    @staticmethod
-    async def _drain(outbox: asyncio.Queue[Req | None]) -> AsyncIterator[Req]:
+    async def _drain(self, outbox: asyncio.Queue[Req | None]) -> AsyncIterator[Any]:
+        make_batch = self._batch
         while True:
             item = await outbox.get()
             if item is None:
                 return
-            yield item
+            if make_batch is None:
+                yield item
+                continue
+            items, ended = take_ready(outbox, item)
+            batch = make_batch()
+            batch.items.extend(items)
+            yield batch
+            if ended:
+                return
 
     async def _read(self, stream: Any, outbox: asyncio.Queue[Req | None]) -> None:
         error = StreamBroken(grpc.StatusCode.UNAVAILABLE, f"{self._name} stream closed")
         try:
-            async for response in stream:
-                future = self._pending.get(response.seq)
-                if future is not None and not future.done():
-                    future.set_result(response)
+            batched = self._batch is not None
+            async for message in stream:
+                for response in (message.items if batched else (message,)):
+                    future = self._pending.get(response.seq)
+                    if future is not None and not future.done():
+                        future.set_result(response)
         except grpc.aio.AioRpcError as exc:
             error = StreamBroken(exc.code(), exc.details() or "")
             log.warning("%s stream failed: %s", self._name, error)

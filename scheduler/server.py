@@ -1,7 +1,9 @@
 """The ``SchedulerService`` servicer: protobuf and stream handling around ``core.Scheduler``.
 
 ``Dispatch`` protocol (egress opens it): the first message is ``hello{worker_id}``; then the
-worker sends ``credit{n}`` (it can take n more tasks) and ``result{...}`` per task. The
+worker sends ``credit{n}`` (it can take n more tasks) and ``result{...}`` per task, or both
+together as ``report{results, credit}``. A worker whose hello says ``accepts_task_batches``
+gets every task that was ready at once in one ``tasks`` message. The
 scheduler never has more tasks outstanding on a stream than the credit granted minus tasks
 already sent; a result does not return credit by itself. When the stream ends or breaks, the
 worker's unanswered tasks go back to their ready queues.
@@ -17,7 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from petrel.ids import is_message_id
-from petrel.rpc import abort_invalid
+from petrel.rpc import abort_invalid, take_ready
 from petrel.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler import tracing
 from scheduler.core import Scheduler, Worker
@@ -51,15 +53,25 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                       context: grpc.aio.ServicerContext,
                       ) -> AsyncIterator[scheduler_pb2.EnqueueResponse]:
         async for request in request_iterator:
-            response = scheduler_pb2.EnqueueResponse(seq=request.seq, id=request.meta.id)
-            problem = check_meta(request.meta)
-            if problem is not None:
-                response.status.CopyFrom(problem)
-            else:
-                with tracing.enqueue_span(request.meta) as span:
-                    if not self._scheduler.enqueue(request.meta):
-                        span.set_attribute("petrel.already_queued", True)
-            yield response
+            yield self._enqueue(request)
+
+    async def EnqueueBatches(self, request_iterator: AsyncIterator[scheduler_pb2.EnqueueBatch],
+                             context: grpc.aio.ServicerContext,
+                             ) -> AsyncIterator[scheduler_pb2.EnqueueResponseBatch]:
+        async for batch in request_iterator:
+            yield scheduler_pb2.EnqueueResponseBatch(
+                items=[self._enqueue(request) for request in batch.items])
+
+    def _enqueue(self, request: scheduler_pb2.EnqueueRequest) -> scheduler_pb2.EnqueueResponse:
+        response = scheduler_pb2.EnqueueResponse(seq=request.seq, id=request.meta.id)
+        problem = check_meta(request.meta)
+        if problem is not None:
+            response.status.CopyFrom(problem)
+        else:
+            with tracing.enqueue_span(request.meta) as span:
+                if not self._scheduler.enqueue(request.meta):
+                    span.set_attribute("petrel.already_queued", True)
+        return response
 
     async def Dispatch(self, request_iterator: AsyncIterator[scheduler_pb2.DispatchRequest],
                        context: grpc.aio.ServicerContext,
@@ -73,12 +85,19 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         worker = self._scheduler.add_worker(first.hello.worker_id or context.peer(),
                                             context.peer())
         reader = asyncio.create_task(self._read(worker, requests), name=f"dispatch {worker.id}")
+        batches = first.hello.accepts_task_batches
         try:
             while True:
                 task = await worker.outbox.get()
                 if task is None:
                     return
-                yield scheduler_pb2.DispatchResponse(task=task)
+                if not batches:
+                    yield scheduler_pb2.DispatchResponse(task=task)
+                    continue
+                tasks, ended = take_ready(worker.outbox, task)
+                yield scheduler_pb2.DispatchResponse(tasks=tasks)
+                if ended:
+                    return
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -94,6 +113,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     self._scheduler.grant(worker, request.credit)
                 elif kind == "result":
                     self._scheduler.on_result(worker, request.result)
+                elif kind == "report":
+                    for result in request.report.results:
+                        self._scheduler.on_result(worker, result)
+                    if request.report.credit:
+                        self._scheduler.grant(worker, request.report.credit)
         except Exception as exc:
             log.info("dispatch stream of %s ended: %s", worker.id, exc)
         finally:

@@ -89,7 +89,8 @@ class SpoolWriter:
                  concurrency: int = 512) -> None:
         self._caller: StreamCaller[spool_pb2.UpdateMessageRequest,
                                    spool_pb2.UpdateMessageResponse] = StreamCaller(
-            stub.UpdateMessages, max_pending=concurrency, name="spool-update")
+            stub.UpdateMessageBatches, max_pending=concurrency, name="spool-update",
+            batch=spool_pb2.UpdateMessageBatch)
         self._deadline = deadline
         self._concurrency = concurrency
         self._latest: dict[str, _Op] = {}

@@ -19,7 +19,7 @@ from petrel.v1 import common_pb2, spool_pb2, spool_pb2_grpc
 from spool.backend import Op, PutOp, QuarantineOp, RemoveOp, ReplaceMetaOp
 from spool.plan import parse_meta
 from spool.store import Spool, status_for_error
-from spool.streams import answer_concurrently
+from spool.streams import answer_batches, answer_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,13 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
         async for response in answer_concurrently(request_iterator, self._put, self._window):
             yield response
 
+    async def PutMessageBatches(self, request_iterator: AsyncIterator[spool_pb2.PutMessageBatch],
+                                context: grpc.aio.ServicerContext,
+                                ) -> AsyncIterator[spool_pb2.PutMessageResponseBatch]:
+        async for batch in answer_batches(request_iterator, self._put, self._window,
+                                          spool_pb2.PutMessageResponseBatch):
+            yield batch
+
     async def _put(self, request: spool_pb2.PutMessageRequest) -> spool_pb2.PutMessageResponse:
         response = spool_pb2.PutMessageResponse(seq=request.seq)
         meta = request.meta
@@ -92,6 +99,14 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
                              ) -> AsyncIterator[spool_pb2.UpdateMessageResponse]:
         async for response in answer_concurrently(request_iterator, self._update, self._window):
             yield response
+
+    async def UpdateMessageBatches(
+            self, request_iterator: AsyncIterator[spool_pb2.UpdateMessageBatch],
+            context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[spool_pb2.UpdateMessageResponseBatch]:
+        async for batch in answer_batches(request_iterator, self._update, self._window,
+                                          spool_pb2.UpdateMessageResponseBatch):
+            yield batch
 
     async def _update(self, request: spool_pb2.UpdateMessageRequest,
                       ) -> spool_pb2.UpdateMessageResponse:
@@ -126,6 +141,14 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
                            ) -> AsyncIterator[spool_pb2.ReadMessageResponse]:
         async for response in answer_concurrently(request_iterator, self._read, self._window):
             yield response
+
+    async def ReadMessageBatches(self,
+                                 request_iterator: AsyncIterator[spool_pb2.ReadMessageBatch],
+                                 context: grpc.aio.ServicerContext,
+                                 ) -> AsyncIterator[spool_pb2.ReadMessageResponseBatch]:
+        async for batch in answer_batches(request_iterator, self._read, self._window,
+                                          spool_pb2.ReadMessageResponseBatch):
+            yield batch
 
     async def _read(self, request: spool_pb2.ReadMessageRequest,
                     ) -> spool_pb2.ReadMessageResponse:

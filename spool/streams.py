@@ -1,4 +1,5 @@
-"""Answering a bidi stream's requests concurrently, each response carrying its request's seq.
+"""Answering a bidi stream's requests concurrently, each response carrying its request's seq
+(one item per stream message, or batches of items for the ``...Batches`` methods).
 
 Requests of one stream are independent (callers multiplex over it with ``StreamCaller``), so a
 slow item must not hold back the others: each request is handled in its own task and answered
@@ -12,8 +13,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from petrel.rpc import split_bounded
+
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+Batch = TypeVar("Batch")
+RespBatch = TypeVar("RespBatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,35 @@ async def answer_concurrently(requests: AsyncIterable[Req],
     ``handle`` is expected to turn item failures into responses; an exception escaping it
     (or from reading the requests) ends the stream with that error.
     """
+    async for ready in _answer_groups(requests, handle, window):
+        for response in ready:
+            yield response
+
+
+async def answer_batches(batches: AsyncIterable[Batch],
+                         handle: Callable[[Req], Awaitable[Resp]], window: int,
+                         make_batch: Callable[[], RespBatch]) -> AsyncIterator[RespBatch]:
+    """``answer_concurrently`` for a ``...Batches`` stream: the items of every request batch
+    are handled concurrently, and each response batch holds the answers that were ready when
+    it was sent (completion order, bounded like ``petrel.rpc.take_ready``)."""
+
+    async def items() -> AsyncIterator[Req]:
+        async for batch in batches:
+            for item in batch.items:  # type: ignore[attr-defined]
+                yield item
+
+    async for ready in _answer_groups(items(), handle, window):
+        for run in split_bounded(ready):
+            response = make_batch()
+            response.items.extend(run)  # type: ignore[attr-defined]
+            yield response
+
+
+async def _answer_groups(requests: AsyncIterable[Req],
+                         handle: Callable[[Req], Awaitable[Resp]],
+                         window: int) -> AsyncIterator[list[Resp]]:
+    """The answers of ``requests`` in completion order, grouped by what was ready at once;
+    a group's window slots are released when the consumer asks for the next group."""
     answers: asyncio.Queue[object] = asyncio.Queue()
     slots = asyncio.Semaphore(window)
     tasks: set[asyncio.Task[None]] = set()
@@ -60,14 +94,25 @@ async def answer_concurrently(requests: AsyncIterable[Req],
 
     reader = asyncio.create_task(read())
     try:
-        while True:
+        ended = False
+        while not ended:
             item = await answers.get()
-            if item is _END:
-                break
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item  # type: ignore[misc]
-            slots.release()
+            ready: list[Resp] = []
+            while True:
+                if item is _END:
+                    ended = True
+                    break
+                if isinstance(item, _Failed):
+                    raise item.error
+                ready.append(item)  # type: ignore[arg-type]
+                try:
+                    item = answers.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+            if ready:
+                yield ready
+                for _ in ready:
+                    slots.release()
         await reader
     finally:
         reader.cancel()

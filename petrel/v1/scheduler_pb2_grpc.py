@@ -40,6 +40,11 @@ class SchedulerServiceStub:
                 request_serializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueRequest.SerializeToString,
                 response_deserializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueResponse.FromString,
                 _registered_method=True)
+        self.EnqueueBatches = channel.stream_stream(
+                '/petrel.v1.SchedulerService/EnqueueBatches',
+                request_serializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueBatch.SerializeToString,
+                response_deserializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueResponseBatch.FromString,
+                _registered_method=True)
         self.Dispatch = channel.stream_stream(
                 '/petrel.v1.SchedulerService/Dispatch',
                 request_serializer=petrel_dot_v1_dot_scheduler__pb2.DispatchRequest.SerializeToString,
@@ -63,6 +68,13 @@ class SchedulerServiceServicer:
 
     def Enqueue(self, request_iterator, context):
         """Metadata of messages already durable in the spool. Acknowledged once queued in memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnqueueBatches(self, request_iterator, context):
+        """Enqueue with several items per stream message (those waiting when the batch was sent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +108,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.Enqueue,
                     request_deserializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueRequest.FromString,
                     response_serializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueResponse.SerializeToString,
+            ),
+            'EnqueueBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.EnqueueBatches,
+                    request_deserializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueBatch.FromString,
+                    response_serializer=petrel_dot_v1_dot_scheduler__pb2.EnqueueResponseBatch.SerializeToString,
             ),
             'Dispatch': grpc.stream_stream_rpc_method_handler(
                     servicer.Dispatch,
@@ -141,6 +158,33 @@ class SchedulerService:
             '/petrel.v1.SchedulerService/Enqueue',
             petrel_dot_v1_dot_scheduler__pb2.EnqueueRequest.SerializeToString,
             petrel_dot_v1_dot_scheduler__pb2.EnqueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnqueueBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/petrel.v1.SchedulerService/EnqueueBatches',
+            petrel_dot_v1_dot_scheduler__pb2.EnqueueBatch.SerializeToString,
+            petrel_dot_v1_dot_scheduler__pb2.EnqueueResponseBatch.FromString,
             options,
             channel_credentials,
             insecure,

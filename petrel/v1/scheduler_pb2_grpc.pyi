@@ -35,6 +35,8 @@ class SchedulerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SchedulerServiceAsyncStub: ...
     Enqueue: _grpc.StreamStreamMultiCallable[_scheduler_pb2.EnqueueRequest, _scheduler_pb2.EnqueueResponse]
     """Metadata of messages already durable in the spool. Acknowledged once queued in memory."""
+    EnqueueBatches: _grpc.StreamStreamMultiCallable[_scheduler_pb2.EnqueueBatch, _scheduler_pb2.EnqueueResponseBatch]
+    """Enqueue with several items per stream message (those waiting when the batch was sent)."""
     Dispatch: _grpc.StreamStreamMultiCallable[_scheduler_pb2.DispatchRequest, _scheduler_pb2.DispatchResponse]
     """Egress workers pull work: they grant credit, the scheduler sends at most that many tasks,
     results flow back on the same stream and each result returns one credit implicitly only
@@ -50,6 +52,8 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enqueue: _aio.StreamStreamMultiCallable[_scheduler_pb2.EnqueueRequest, _scheduler_pb2.EnqueueResponse]  # type: ignore[assignment]
     """Metadata of messages already durable in the spool. Acknowledged once queued in memory."""
+    EnqueueBatches: _aio.StreamStreamMultiCallable[_scheduler_pb2.EnqueueBatch, _scheduler_pb2.EnqueueResponseBatch]  # type: ignore[assignment]
+    """Enqueue with several items per stream message (those waiting when the batch was sent)."""
     Dispatch: _aio.StreamStreamMultiCallable[_scheduler_pb2.DispatchRequest, _scheduler_pb2.DispatchResponse]  # type: ignore[assignment]
     """Egress workers pull work: they grant credit, the scheduler sends at most that many tasks,
     results flow back on the same stream and each result returns one credit implicitly only
@@ -68,6 +72,14 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.EnqueueResponse], _abc.AsyncIterator[_scheduler_pb2.EnqueueResponse]]:
         """Metadata of messages already durable in the spool. Acknowledged once queued in memory."""
+
+    @_abc_1.abstractmethod
+    def EnqueueBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_scheduler_pb2.EnqueueBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.EnqueueResponseBatch], _abc.AsyncIterator[_scheduler_pb2.EnqueueResponseBatch]]:
+        """Enqueue with several items per stream message (those waiting when the batch was sent)."""
 
     @_abc_1.abstractmethod
     def Dispatch(

@@ -76,6 +76,46 @@ class PutMessageResponse(_message.Message):
 Global___PutMessageResponse: _TypeAlias = PutMessageResponse  # noqa: Y015
 
 @_typing.final
+class PutMessageBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PutMessageRequest]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___PutMessageRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutMessageBatch: _TypeAlias = PutMessageBatch  # noqa: Y015
+
+@_typing.final
+class PutMessageResponseBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PutMessageResponse]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___PutMessageResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutMessageResponseBatch: _TypeAlias = PutMessageResponseBatch  # noqa: Y015
+
+@_typing.final
 class ReadMessageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -138,6 +178,46 @@ class ReadMessageResponse(_message.Message):
 Global___ReadMessageResponse: _TypeAlias = ReadMessageResponse  # noqa: Y015
 
 @_typing.final
+class ReadMessageBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReadMessageRequest]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ReadMessageRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadMessageBatch: _TypeAlias = ReadMessageBatch  # noqa: Y015
+
+@_typing.final
+class ReadMessageResponseBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReadMessageResponse]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ReadMessageResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadMessageResponseBatch: _TypeAlias = ReadMessageResponseBatch  # noqa: Y015
+
+@_typing.final
 class UpdateMessageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -194,6 +274,46 @@ class UpdateMessageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateMessageResponse: _TypeAlias = UpdateMessageResponse  # noqa: Y015
+
+@_typing.final
+class UpdateMessageBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateMessageRequest]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___UpdateMessageRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMessageBatch: _TypeAlias = UpdateMessageBatch  # noqa: Y015
+
+@_typing.final
+class UpdateMessageResponseBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateMessageResponse]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___UpdateMessageResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMessageResponseBatch: _TypeAlias = UpdateMessageResponseBatch  # noqa: Y015
 
 @_typing.final
 class ScanMessagesRequest(_message.Message):

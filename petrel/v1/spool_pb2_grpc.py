@@ -50,6 +50,21 @@ class SpoolServiceStub:
                 request_serializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageRequest.SerializeToString,
                 response_deserializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageResponse.FromString,
                 _registered_method=True)
+        self.PutMessageBatches = channel.stream_stream(
+                '/petrel.v1.SpoolService/PutMessageBatches',
+                request_serializer=petrel_dot_v1_dot_spool__pb2.PutMessageBatch.SerializeToString,
+                response_deserializer=petrel_dot_v1_dot_spool__pb2.PutMessageResponseBatch.FromString,
+                _registered_method=True)
+        self.ReadMessageBatches = channel.stream_stream(
+                '/petrel.v1.SpoolService/ReadMessageBatches',
+                request_serializer=petrel_dot_v1_dot_spool__pb2.ReadMessageBatch.SerializeToString,
+                response_deserializer=petrel_dot_v1_dot_spool__pb2.ReadMessageResponseBatch.FromString,
+                _registered_method=True)
+        self.UpdateMessageBatches = channel.stream_stream(
+                '/petrel.v1.SpoolService/UpdateMessageBatches',
+                request_serializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageBatch.SerializeToString,
+                response_deserializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageResponseBatch.FromString,
+                _registered_method=True)
         self.ScanMessages = channel.unary_stream(
                 '/petrel.v1.SpoolService/ScanMessages',
                 request_serializer=petrel_dot_v1_dot_spool__pb2.ScanMessagesRequest.SerializeToString,
@@ -94,6 +109,28 @@ class SpoolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutMessageBatches(self, request_iterator, context):
+        """The same three streams with several items per stream message: a request batch carries
+        the items that were waiting when it was sent, a response batch the answers that were
+        ready (in completion order, matched by seq). Same semantics per item as above; one
+        stream message per batch instead of per item is what makes the spool cheap under load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadMessageBatches(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMessageBatches(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ScanMessages(self, request, context):
         """Enumerate the metadata of every stored message, in id order, in batches.
         """
@@ -131,6 +168,21 @@ def add_SpoolServiceServicer_to_server(servicer, server):
                     servicer.UpdateMessages,
                     request_deserializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageRequest.FromString,
                     response_serializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageResponse.SerializeToString,
+            ),
+            'PutMessageBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.PutMessageBatches,
+                    request_deserializer=petrel_dot_v1_dot_spool__pb2.PutMessageBatch.FromString,
+                    response_serializer=petrel_dot_v1_dot_spool__pb2.PutMessageResponseBatch.SerializeToString,
+            ),
+            'ReadMessageBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReadMessageBatches,
+                    request_deserializer=petrel_dot_v1_dot_spool__pb2.ReadMessageBatch.FromString,
+                    response_serializer=petrel_dot_v1_dot_spool__pb2.ReadMessageResponseBatch.SerializeToString,
+            ),
+            'UpdateMessageBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.UpdateMessageBatches,
+                    request_deserializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageBatch.FromString,
+                    response_serializer=petrel_dot_v1_dot_spool__pb2.UpdateMessageResponseBatch.SerializeToString,
             ),
             'ScanMessages': grpc.unary_stream_rpc_method_handler(
                     servicer.ScanMessages,
@@ -230,6 +282,87 @@ class SpoolService:
             '/petrel.v1.SpoolService/UpdateMessages',
             petrel_dot_v1_dot_spool__pb2.UpdateMessageRequest.SerializeToString,
             petrel_dot_v1_dot_spool__pb2.UpdateMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutMessageBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/petrel.v1.SpoolService/PutMessageBatches',
+            petrel_dot_v1_dot_spool__pb2.PutMessageBatch.SerializeToString,
+            petrel_dot_v1_dot_spool__pb2.PutMessageResponseBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadMessageBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/petrel.v1.SpoolService/ReadMessageBatches',
+            petrel_dot_v1_dot_spool__pb2.ReadMessageBatch.SerializeToString,
+            petrel_dot_v1_dot_spool__pb2.ReadMessageResponseBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMessageBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/petrel.v1.SpoolService/UpdateMessageBatches',
+            petrel_dot_v1_dot_spool__pb2.UpdateMessageBatch.SerializeToString,
+            petrel_dot_v1_dot_spool__pb2.UpdateMessageResponseBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,14 @@ class SpoolServiceStub:
     """Read messages (meta + body) by id; egress uses it to fetch bodies."""
     UpdateMessages: _grpc.StreamStreamMultiCallable[_spool_pb2.UpdateMessageRequest, _spool_pb2.UpdateMessageResponse]
     """Replace metadata or remove messages (final disposition). Acknowledged after sync."""
+    PutMessageBatches: _grpc.StreamStreamMultiCallable[_spool_pb2.PutMessageBatch, _spool_pb2.PutMessageResponseBatch]
+    """The same three streams with several items per stream message: a request batch carries
+    the items that were waiting when it was sent, a response batch the answers that were
+    ready (in completion order, matched by seq). Same semantics per item as above; one
+    stream message per batch instead of per item is what makes the spool cheap under load.
+    """
+    ReadMessageBatches: _grpc.StreamStreamMultiCallable[_spool_pb2.ReadMessageBatch, _spool_pb2.ReadMessageResponseBatch]
+    UpdateMessageBatches: _grpc.StreamStreamMultiCallable[_spool_pb2.UpdateMessageBatch, _spool_pb2.UpdateMessageResponseBatch]
     ScanMessages: _grpc.UnaryStreamMultiCallable[_spool_pb2.ScanMessagesRequest, _spool_pb2.ScanMessagesResponse]
     """Enumerate the metadata of every stored message, in id order, in batches."""
     GetMessage: _grpc.UnaryUnaryMultiCallable[_spool_pb2.GetMessageRequest, _spool_pb2.GetMessageResponse]
@@ -62,6 +70,14 @@ class SpoolServiceAsyncStub(SpoolServiceStub):
     """Read messages (meta + body) by id; egress uses it to fetch bodies."""
     UpdateMessages: _aio.StreamStreamMultiCallable[_spool_pb2.UpdateMessageRequest, _spool_pb2.UpdateMessageResponse]  # type: ignore[assignment]
     """Replace metadata or remove messages (final disposition). Acknowledged after sync."""
+    PutMessageBatches: _aio.StreamStreamMultiCallable[_spool_pb2.PutMessageBatch, _spool_pb2.PutMessageResponseBatch]  # type: ignore[assignment]
+    """The same three streams with several items per stream message: a request batch carries
+    the items that were waiting when it was sent, a response batch the answers that were
+    ready (in completion order, matched by seq). Same semantics per item as above; one
+    stream message per batch instead of per item is what makes the spool cheap under load.
+    """
+    ReadMessageBatches: _aio.StreamStreamMultiCallable[_spool_pb2.ReadMessageBatch, _spool_pb2.ReadMessageResponseBatch]  # type: ignore[assignment]
+    UpdateMessageBatches: _aio.StreamStreamMultiCallable[_spool_pb2.UpdateMessageBatch, _spool_pb2.UpdateMessageResponseBatch]  # type: ignore[assignment]
     ScanMessages: _aio.UnaryStreamMultiCallable[_spool_pb2.ScanMessagesRequest, _spool_pb2.ScanMessagesResponse]  # type: ignore[assignment]
     """Enumerate the metadata of every stored message, in id order, in batches."""
     GetMessage: _aio.UnaryUnaryMultiCallable[_spool_pb2.GetMessageRequest, _spool_pb2.GetMessageResponse]  # type: ignore[assignment]
@@ -97,6 +113,32 @@ class SpoolServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_spool_pb2.UpdateMessageResponse], _abc.AsyncIterator[_spool_pb2.UpdateMessageResponse]]:
         """Replace metadata or remove messages (final disposition). Acknowledged after sync."""
+
+    @_abc_1.abstractmethod
+    def PutMessageBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_spool_pb2.PutMessageBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_spool_pb2.PutMessageResponseBatch], _abc.AsyncIterator[_spool_pb2.PutMessageResponseBatch]]:
+        """The same three streams with several items per stream message: a request batch carries
+        the items that were waiting when it was sent, a response batch the answers that were
+        ready (in completion order, matched by seq). Same semantics per item as above; one
+        stream message per batch instead of per item is what makes the spool cheap under load.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadMessageBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_spool_pb2.ReadMessageBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_spool_pb2.ReadMessageResponseBatch], _abc.AsyncIterator[_spool_pb2.ReadMessageResponseBatch]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateMessageBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_spool_pb2.UpdateMessageBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_spool_pb2.UpdateMessageResponseBatch], _abc.AsyncIterator[_spool_pb2.UpdateMessageResponseBatch]]: ...
 
     @_abc_1.abstractmethod
     def ScanMessages(

@@ -88,6 +88,7 @@ class _Injector(threading.Thread):
                     requests.append(ingress_pb2.InjectMessageRequest(
                         seq=i, sender=SENDER, recipients=[rcpt],
                         content=make_message(SENDER, [rcpt], body_size=1000)))
+                refused_before = self.refused
                 try:
                     for response in stub.InjectMessages(iter(requests), timeout=20):
                         if response.status.code == 0 and response.id:
@@ -96,6 +97,9 @@ class _Injector(threading.Thread):
                             self.refused += 1
                 except grpc.RpcError:
                     self.refused += 1
+                if self.refused > refused_before:
+                    # Back off like a real client while the victim restarts (refusals come
+                    # back within milliseconds; without a pause the whole load is spent).
                     time.sleep(0.2)
                 sent += len(requests)
 

@@ -117,10 +117,19 @@ class DispatchDriver(scheduler_pb2_grpc.SchedulerServiceServicer):
                     self.credits.append(request.credit)
                     state["credit"] += request.credit
                 elif kind == "result":
-                    outstanding.pop(request.result.task_id, None)
-                    self.results[request.result.task_id] = request.result
-                    self.result_order.append(request.result.task_id)
+                    record(request.result)
+                elif kind == "report":
+                    for result in request.report.results:
+                        record(result)
+                    if request.report.credit:
+                        self.credits.append(request.report.credit)
+                        state["credit"] += request.report.credit
                 wake.set()
+
+        def record(result: scheduler_pb2.DeliveryResult) -> None:
+            outstanding.pop(result.task_id, None)
+            self.results[result.task_id] = result
+            self.result_order.append(result.task_id)
 
         reader = asyncio.create_task(read())
         reader.add_done_callback(lambda _: wake.set())
