@@ -602,6 +602,7 @@ def drive(cmd: list[str], sink: Sink, expect: int, deadline: float, workdir: Pat
     group.adopt(proc.pid)
     assert proc.stdout is not None
     started = time.monotonic()
+    gen_base = 0.0
     if is_loadgen:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - started))
         first = proc.stdout.readline() if ready else b""
@@ -611,6 +612,7 @@ def drive(cmd: list[str], sink: Sink, expect: int, deadline: float, workdir: Pat
             group.close()
             return Drive(started, status="loadgen did not start",
                          note=err_path.read_text(errors="replace")[-300:])
+        gen_base = group.seconds()  # interpreter start-up and imports are not load
         if on_start:
             on_start()
     run = Drive(started)
@@ -626,7 +628,7 @@ def drive(cmd: list[str], sink: Sink, expect: int, deadline: float, workdir: Pat
         if run.accepted_s is not None and proc.returncode and now > started + run.accepted_s + 10:
             break  # the generator failed: 10 s for what was accepted to arrive, then stop
         time.sleep(0.02)
-    run.gen_cpu = group.seconds()
+    run.gen_cpu = group.seconds() - gen_base
     if proc.poll() is None:
         _stop_group(proc)
         run.status = "TIMEOUT(load)"

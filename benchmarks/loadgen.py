@@ -250,8 +250,9 @@ class InjectStream:
     """One ``InjectMessages`` stream; ``inject`` may be awaited concurrently."""
 
     def __init__(self, channel: object, timeout: float) -> None:
-        from petrel.v1 import ingress_pb2_grpc
+        from petrel.v1 import ingress_pb2, ingress_pb2_grpc
 
+        self.request = ingress_pb2.InjectMessageRequest
         stub = ingress_pb2_grpc.InjectServiceStub(channel)
         self.call = stub.InjectMessages(timeout=timeout)
         self.pending: dict[int, asyncio.Future[object]] = {}
@@ -260,15 +261,13 @@ class InjectStream:
         self.reader = asyncio.create_task(self._read())
 
     async def inject(self, sender: str, rcpts: Sequence[str], content: bytes) -> None:
-        from petrel.v1 import ingress_pb2
-
         self.seq += 1
         seq = self.seq
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self.pending[seq] = future
         async with self.lock:  # one write at a time on a stream
-            await self.call.write(ingress_pb2.InjectMessageRequest(
-                seq=seq, sender=sender, recipients=rcpts, content=content))
+            await self.call.write(self.request(seq=seq, sender=sender, recipients=rcpts,
+                                               content=content))
         response: Any = await future
         if response.HasField("status") and response.status.code != 0:
             raise RuntimeError(f"item status {response.status.code}: {response.status.message}")
