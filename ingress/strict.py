@@ -136,6 +136,7 @@ class StrictSMTP(SMTP):
         self._errors = 0
         self._junk = 0
         self._close_after_reply = False
+        self._continued: list[bytes] = []
         self._path_verb = ""
         self._data_deadline: RequestDeadline | None = None
         limit = max(config.max_line_length, line_limit("MAIL", config.max_command_line)) + 2
@@ -242,11 +243,22 @@ class StrictSMTP(SMTP):
     async def push(self, status: Any) -> None:
         if self._closing():
             return
+        if isinstance(status, str):
+            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        if status[3:4] == b"-":
+            # A continuation line (EHLO's extensions): sent with the final line in one
+            # write instead of one send() per line.
+            self._continued.append(status + b"\r\n")
+            return
+        final = status
+        if self._continued:
+            status = b"".join(self._continued) + status
+            self._continued.clear()
         await super().push(status)
         if self._close_after_reply:
             self.hang_up()
             return
-        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        text = final.decode("utf-8", "replace")
         if text[:1] in ("4", "5") and text[3:4] in (" ", ""):
             self._errors += 1
             if self._errors >= self._config.max_errors and not text.startswith("421"):
