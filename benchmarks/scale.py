@@ -424,7 +424,7 @@ def render(f: dict) -> str:
         ("cold start: pipeline start to queues rebuilt", f"{cold['start_to_rebuilt_s']} s",
          f"rebuild {cold['rebuild_s']} s, spool ready after {cold['spool_ready_s']} s"),
         ("deferred while refusing (450 4.3.0)", f"{refusing['deferred']:,}",
-         f"in {refusing['seconds']:g} s after the cold start"),
+         f"from the scheduler's start to {refusing['seconds']:g} s after its rebuild"),
         ("scheduler restart (refusing): start to rebuilt", f"{again['start_to_rebuilt_s']} s",
          f"rebuild {again['rebuild_s']} s, stop took {again['stop_s']} s"),
         ("destination opens: first delivery", f"{drain['first_delivery_s']} s", ""),
