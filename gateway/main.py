@@ -37,7 +37,18 @@ def bind(listen: str) -> socket.socket:
     """Listening socket for ``HOST:PORT`` (port 0 picks a free one)."""
     host, port = split_hostport(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=1024)
+    # proto=IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on connections
+    # whose socket says TCP. With Nagle on, a response written as headers + body waits for the
+    # client's delayed ACK: 40 ms per request on a kept-alive connection.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def make_server(app: FastAPI, config: Config) -> EmbeddedServer:

@@ -2,7 +2,8 @@
 
 ``Spool.write(op)`` queues the operation with every other write arriving meanwhile (from any
 stream) and returns its result once the batch holding it has been written and synced by the
-backend in the single writer thread. Reads run on a small reader pool beside the writer.
+backend in the single writer thread. Reads run on a small reader pool beside the writer, the
+reads that arrive together in one hand-off.
 A backend failure raises from ``write``/``get``/``scan``; ``status_for_error`` says which gRPC
 status the caller should see.
 """
@@ -73,6 +74,10 @@ class Spool:
             self._traced_flush, max_batch=max_batch, max_delay=max_delay)
         # id(op) -> the trace carrier of the message it writes, until its batch is flushed
         self._carriers: dict[int, Mapping[str, str]] = {}
+        # Reads arriving together share one hop to a reader thread (a read of a recent
+        # message is a memtable hit: the thread hand-off costs more than the read).
+        self._read_group: GroupCommitter[tuple[str, bool], StoredMessage | Exception | None] = \
+            GroupCommitter(self._read_many, max_batch=256)
 
     @property
     def commits(self) -> int:
@@ -115,14 +120,26 @@ class Spool:
             self._carriers.pop(id(op), None)
 
     async def get(self, message_id: str, want_body: bool = True) -> StoredMessage | None:
-        loop = asyncio.get_running_loop()
         metrics.READS.labels("get").inc()
-        try:
-            return await loop.run_in_executor(self._readers, self.backend.get, message_id,
-                                              want_body)
-        except Exception:
+        result = await self._read_group.submit((message_id, want_body))
+        if isinstance(result, Exception):
             metrics.ERRORS.labels("read").inc()
-            raise
+            raise result
+        return result
+
+    async def _read_many(self, reads: list[tuple[str, bool]],
+                         ) -> list[StoredMessage | Exception | None]:
+        """Each read's message, or its own exception (one failed read fails only itself)."""
+        def read_all() -> list[StoredMessage | Exception | None]:
+            results: list[StoredMessage | Exception | None] = []
+            for message_id, want_body in reads:
+                try:
+                    results.append(self.backend.get(message_id, want_body))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, read_all)
 
     async def scan(self, after_id: str, limit: int) -> list[tuple[str, bytes]]:
         loop = asyncio.get_running_loop()
@@ -146,6 +163,7 @@ class Spool:
     async def close(self) -> None:
         """Stop accepting writes, let the running batch finish, then close the backend."""
         await self._committer.close()
+        await self._read_group.close()
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
