@@ -258,6 +258,9 @@ def render(r: dict) -> str:
     verdict = "PASS" if not grew else "FAIL: " + ", ".join(grew)
     lines += ["", "No memory growth (for every service, the peak RSS of the second half after "
               f"the warm-up within max(5 MB, 5 %) of the first half's): **{verdict}**"]
+    if r["achieved_rate"] < 0.95 * r["rate"]:
+        lines.append(f"WARNING: the SMTP client reached {r['achieved_rate']}/s of the "
+                     f"{r['rate']:g}/s asked (accept latency x sessions bounds it).")
     if r["backlog_at_end"] > 2 * r["rate"]:
         lines.append(f"WARNING: a backlog of {r['backlog_at_end']} messages built up; the rate "
                      "was not sustainable, so RSS also measures the queue.")
