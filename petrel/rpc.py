@@ -181,8 +181,9 @@ class StreamBroken(Exception):
         self.details = details
 
 
-# Bounds of one batch: stays far below MAX_MESSAGE_BYTES even with large bodies (an item
-# larger than the bound travels alone).
+# Bounds of one batch: far below MAX_MESSAGE_BYTES even with large bodies. ``take_ready``
+# stops once a batch reaches the byte bound, so a batch exceeds it by at most its last item
+# (at most the largest message size); ``split_bounded`` puts an oversize item in a run alone.
 BATCH_MAX_ITEMS = 256
 BATCH_MAX_BYTES = 4 * 1024 * 1024
 

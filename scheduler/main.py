@@ -54,7 +54,8 @@ class SchedulerApp:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        """Listen and start rebuilding the queues from the spool (dispatch waits for it)."""
+        """Listen and start rebuilding the queues from the spool (dispatch starts with the first
+        messages the rebuild reads)."""
         self._channel = create_channel(self.config.spool.address)
         self._events = EventLog.from_config(self.config, "scheduler")
         bounce = self.config.bounce
