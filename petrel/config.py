@@ -84,7 +84,9 @@ class SchedulerConfig(_Section):
     # Fraction of the backoff added or removed at random so retries do not stampede.
     retry_jitter: float = Field(default=0.1, ge=0.0, le=1.0)
     max_age: Duration = 7 * 86400.0
-    # Concurrent deliveries in flight per destination site (KumoMTA's connection_limit).
+    # Concurrent deliveries in flight per destination site (KumoMTA's connection_limit),
+    # counted across all egress processes: replicas share it, so raise it to let more egress
+    # processes serve one hot site.
     connection_limit: int = Field(default=32, ge=1)
     # Safety net: how often the spool is re-read for messages the scheduler does not know.
     reconcile_interval: Duration = 300.0
