@@ -2,7 +2,8 @@
 
 ``DataReceiver.feed`` takes the stream in segments: each one ends with the first LF after the
 previous segment, or is a piece of an over-long line without one (the reader never holds more
-than its line limit). Rules:
+than its line limit). ``feed_block`` takes several complete lines at once (what arrived in
+one read), with the same outcome as feeding them one by one. Rules:
 
 * Only ``<CRLF>.<CRLF>`` ends the data: a line that is exactly ``.`` CRLF, following a line
   that ended with CRLF (the start of DATA counts as one). ``\\n.\\n``, ``\\r\\n.\\n``,
@@ -62,6 +63,30 @@ class DataReceiver:
             self._pending_cr = segment.endswith(b"\r")
         self._line_start = complete
         return False
+
+    def feed_block(self, block: bytes) -> bool:
+        """Take several complete lines at once, with the result of feeding them one by one
+        (``feed``): ``block`` ends with LF, and no line of it but possibly the first starts
+        with ``.``. A block of clean text lines is checked with a few scans of the whole
+        block instead of per line; anything else goes through ``feed`` line by line."""
+        if (self._line_start and self._after_crlf and self.refusal is None
+                and not block.startswith(b".") and block.endswith(CRLF)
+                and self._clean(block)):
+            self.size += len(block)
+            if self.size > self.max_size:
+                self._refuse(smtp_replies.TOO_BIG)
+            else:
+                self._parts.append(block)
+            return False
+        lines = block.split(b"\n")
+        return any(self.feed(line + b"\n") for line in lines[:-1])
+
+    def _clean(self, block: bytes) -> bool:
+        """Every line ends with CRLF, no other CR or LF, no NUL, none longer than the limit."""
+        pairs = block.count(CRLF)
+        return (block.count(b"\n") == pairs and block.count(b"\r") == pairs
+                and b"\0" not in block
+                and max(map(len, block.split(CRLF))) + 2 <= self.max_line)
 
     def _check(self, segment: bytes, body: bytes, complete: bool) -> None:
         if self.refusal is not None:

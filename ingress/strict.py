@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # While the handler stores a message the client waits on us; the store has its own deadlines.
 HANDLER_TIMEOUT = 600.0
 _UNLIMITED = 1 << 30
+# DATA is taken in blocks of the complete lines already received, up to this many octets.
+DATA_BLOCK_BYTES = 256 * 1024
 
 
 class ProtocolViolation(Exception):
@@ -108,6 +110,20 @@ class SessionReader(asyncio.StreamReader):
                 await self.readuntil(b"\n")
             except asyncio.LimitOverrunError as exc:
                 overrun = exc
+
+    async def read_data_block(self, max_bytes: int) -> tuple[bytes, bool]:
+        """The complete lines already received (at most ``max_bytes``, stopping before any
+        line that starts with ``.``), flagged ``True``; otherwise ``read_data_segment()``
+        flagged ``False``. A line starting with ``.`` (the end-of-data line among them) is
+        always read alone, so nothing after the end of data is ever taken."""
+        buffer = self._buffer  # type: ignore[attr-defined]  # StreamReader's own buffer
+        end = buffer.rfind(b"\n", 0, max_bytes)
+        if end > 0 and buffer[0] != 0x2E:  # not "."
+            dot = buffer.find(b"\n.", 0, end)
+            if dot >= 0:
+                end = dot
+            return await self.readexactly(end + 1), True
+        return await self.read_data_segment(), False
 
     async def read_data_segment(self) -> bytes:
         """Up to and including the next LF, or a piece of a line longer than the limit."""
@@ -410,8 +426,10 @@ class StrictSMTP(SMTP):
                                               self._config.min_data_rate, self.loop.time())
         try:
             while True:
-                segment = await self._session_reader.read_data_segment()
-                if receiver.feed(segment):
+                segment, whole_lines = await self._session_reader.read_data_block(
+                    DATA_BLOCK_BYTES)
+                if (receiver.feed_block(segment) if whole_lines
+                        else receiver.feed(segment)):
                     break
                 self._data_deadline.received(len(segment), self.loop.time())
         finally:
