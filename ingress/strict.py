@@ -274,10 +274,9 @@ class StrictSMTP(SMTP):
         if self._close_after_reply:
             self.hang_up()
             return
-        text = final.decode("utf-8", "replace")
-        if text[:1] in ("4", "5") and text[3:4] in (" ", ""):
+        if final[:1] in (b"4", b"5") and final[3:4] in (b" ", b""):
             self._errors += 1
-            if self._errors >= self._config.max_errors and not text.startswith("421"):
+            if self._errors >= self._config.max_errors and not final.startswith(b"421"):
                 log.info("%s made too many errors", self.peer_ip, extra={"peer": self.peer_ip})
                 self.hang_up(smtp_replies.TOO_MANY_ERRORS)
 
