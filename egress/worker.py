@@ -29,10 +29,13 @@ import grpc
 
 from petrel.events import trace_id_of
 from petrel.faults import fault_point
-from petrel.rpc import take_ready
+from petrel.rpc import Pacer, take_ready
 from petrel.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# Results and credit are off the delivery path: a busy stream batches what ends in this time.
+REPORT_LINGER = 0.005
 
 BACKOFF_INITIAL = 0.2
 BACKOFF_MAX = 5.0
@@ -63,11 +66,14 @@ class _Stream:
 
     async def requests(self) -> AsyncIterator[scheduler_pb2.DispatchRequest]:
         """The stream's messages: results and credits waiting at the same time travel
-        together as one ``report``."""
+        together as one ``report``; under load the stream holds each report ``REPORT_LINGER``
+        so that it carries the results of that time (``petrel.rpc.Pacer``)."""
+        pacer = Pacer(REPORT_LINGER)
         while True:
             request = await self.outbox.get()
             if request is None:
                 return
+            await pacer.hold()
             ready, ended = take_ready(self.outbox, request)
             for message in coalesce(ready):
                 yield message

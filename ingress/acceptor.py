@@ -1,11 +1,15 @@
 """The reception pipeline shared by SMTP and gRPC inject.
 
 ``Acceptor.accept(submission)``: assign the id, prepare the message (``ingress.message``),
-write meta and body durably to the spool, then enqueue the metadata with the scheduler and
-write one ``Reception`` event per recipient. It returns only after the durable write; a
-failure to store raises ``StoreFailed`` and nothing is acknowledged. A duplicate (same
-idempotency key) returns the original id with ``duplicate=True`` and is neither enqueued nor
-logged again. Concurrent submissions with the same key inside this process share one write.
+write meta and body durably to the spool and write one ``Reception`` event per recipient. It
+returns after those writes (a 250 means the message is durable and its reception recorded);
+a failure to store raises ``StoreFailed`` and nothing is acknowledged. Enqueueing the
+metadata with the scheduler follows in its own task: it cannot lose the message (the spool
+holds it; the ``Enqueuer`` retries; the scheduler reconciles with the spool, promptly after an
+ingress connects again), so the client does not wait for one more round trip. ``drain``
+waits for those follow-ups too. A duplicate (same idempotency key) returns the original id
+with ``duplicate=True`` and is neither enqueued nor logged again. Concurrent submissions with
+the same key inside this process share one write.
 
 Suppression list: once the tenant is known (after ``prepare_message`` read ``X-Tenant``), the
 recipients are checked (``ingress.suppression``, fail open). Each suppressed one gets a
@@ -20,6 +24,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ingress import metrics, tracing
 from ingress.enqueuer import Enqueuer
@@ -99,7 +104,7 @@ class Acceptor:
         self._events = events
         self.suppression = suppression
         self._by_key: dict[str, asyncio.Future[Accepted]] = {}
-        self._tasks: set[asyncio.Task[Accepted]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def accept(self, submission: Submission) -> Accepted:
         """Store ``submission``; raises ``StoreFailed`` or ``InvalidMessage``.
@@ -112,17 +117,19 @@ class Acceptor:
         task.add_done_callback(self._done)
         return await asyncio.shield(task)
 
-    def _done(self, task: asyncio.Task[Accepted]) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
             task.exception()  # the caller may have gone; the outcome is already logged
 
     @property
     def in_flight(self) -> int:
+        """Submissions being stored plus stored ones whose follow-up has not finished."""
         return len(self._tasks)
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until no submission is in flight; ``False`` when ``timeout`` passed first."""
+        """Wait until no submission or follow-up is in flight; ``False`` when ``timeout``
+        passed first."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             return not pending
@@ -194,7 +201,9 @@ class Acceptor:
             # On disk before the scheduler hears of the message, so a Reception precedes the
             # message's other records (webhook order, docs/events.md "Order").
             await self._log_reception(meta)
-            await self._enqueue(meta)
+            task = asyncio.create_task(self._enqueue(meta), name="enqueue")
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
             log.debug("accepted %s", message_id, extra={"message_id": message_id,
                                                         "trace_id": trace_id})
             return Accepted(message_id, trace_id=trace_id)

@@ -32,6 +32,11 @@ def _ids(meta: common_pb2.MessageMeta) -> dict[str, str]:
     return {"message_id": meta.id, "trace_id": trace_id_of(meta.trace_context)}
 
 
+# Enqueues follow the 250 (the message is durable): under load they wait for the previous
+# batch's acknowledgement (at most this long) and travel together.
+ENQUEUE_LINGER = 0.020
+
+
 class Enqueuer:
     RETRY_BATCH = 256
 
@@ -40,7 +45,7 @@ class Enqueuer:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
         self._caller: StreamCaller[scheduler_pb2.EnqueueRequest, scheduler_pb2.EnqueueResponse] = \
             StreamCaller(stub.EnqueueBatches, name="scheduler-enqueue",
-                         batch=scheduler_pb2.EnqueueBatch)
+                         batch=scheduler_pb2.EnqueueBatch, pace=ENQUEUE_LINGER)
         self._deadline = deadline
         self._backlog: collections.deque[common_pb2.MessageMeta] = collections.deque()
         self._max_backlog = max_backlog

@@ -28,6 +28,11 @@ from petrel.v1 import common_pb2, spool_pb2, spool_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+# A put that finds earlier puts unanswered waits for them (at most this long) and then goes
+# with every put queued meanwhile: the spool would hold it for its next group commit anyway.
+PUT_LINGER = 0.010
+
+
 class StoreFailed(Exception):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -41,7 +46,7 @@ class SpoolWriter:
         stub = spool_pb2_grpc.SpoolServiceStub(channel)
         self._caller: StreamCaller[spool_pb2.PutMessageRequest, spool_pb2.PutMessageResponse] = \
             StreamCaller(stub.PutMessageBatches, max_pending=max_pending, name="spool-put",
-                         batch=spool_pb2.PutMessageBatch)
+                         batch=spool_pb2.PutMessageBatch, linger=PUT_LINGER)
         self._deadline = deadline
         self._withdrawals = Withdrawals(stub, deadline)
 

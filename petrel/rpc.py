@@ -207,6 +207,50 @@ def take_ready(queue: asyncio.Queue[T | None], first: T, *, max_items: int = BAT
     return items, False
 
 
+class Pacer:
+    """When a sender of one-way batches (no responses to wait for) holds its next batch.
+
+    A gRPC stream message costs the same fixed work (completion queue, poller thread, event
+    loop wake-up) whether it carries one item or a hundred, ≈ 90 µs of CPU on each side here;
+    an item costs a few µs. ``hold`` returns at once when the previous batch left more than
+    ``busy`` seconds ago (a quiet stream: a lone item goes out without delay) and sleeps
+    ``linger`` seconds otherwise, so that under load the items of that time share one
+    message. ``linger = 0`` never holds."""
+
+    def __init__(self, linger: float, busy: float | None = None) -> None:
+        self.linger = linger
+        self.busy = 4 * linger if busy is None else busy
+        self._last_sent = float("-inf")
+
+    async def hold(self) -> None:
+        """Wait (or not) before the batch is taken; marks the batch as sent now."""
+        if self.linger > 0:
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._last_sent < self.busy:
+                await asyncio.sleep(self.linger)
+            self._last_sent = loop.time()
+
+
+class _InFlight:
+    """Items of one stream sent and not answered yet; ``idle`` is set when there are none."""
+
+    __slots__ = ("count", "idle")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def sent(self, n: int) -> None:
+        self.count += n
+        self.idle.clear()
+
+    def answered(self, n: int) -> None:
+        self.count = max(0, self.count - n)
+        if not self.count:
+            self.idle.set()
+
+
 def split_bounded(items: list[T], *, max_items: int = BATCH_MAX_ITEMS,
                   max_bytes: int = BATCH_MAX_BYTES) -> Iterator[list[T]]:
     """``items`` in order, cut into runs within the batch bounds (an item larger than
@@ -240,14 +284,24 @@ class StreamCaller(Generic[Req, Resp]):
     With ``batch`` (the batch message class of a ``...Batches`` method, whose ``items`` repeat
     the request type) every stream message carries the requests that were waiting when it was
     sent (see ``take_ready``), and responses arrive as batches with ``items`` too: under load
-    one stream message serves many calls, without waiting to fill a batch.
+    one stream message serves many calls.
+
+    ``linger`` (batched streams only) paces the batches like a group commit one hop early: a
+    request that finds nothing in flight leaves at once; one that finds earlier requests still
+    unanswered waits until they are all answered or ``linger`` seconds have passed, and then
+    leaves with everything that queued meanwhile. A server that commits in groups (the spool)
+    would have held those requests for its next group anyway, so the wait costs little latency
+    and saves a stream message per request (see ``Pacer`` for what one costs).
     """
 
     def __init__(self, open_stream: Callable[..., Any], *, max_pending: int = 4096,
-                 name: str = "stream", batch: Callable[[], Any] | None = None) -> None:
+                 name: str = "stream", batch: Callable[[], Any] | None = None,
+                 linger: float = 0.0, pace: float = 0.0) -> None:
         self._open_stream = open_stream
         self._name = name
         self._batch = batch
+        self._linger = linger
+        self._pace = pace
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Resp]] = {}
         self._slots = asyncio.Semaphore(max_pending)
@@ -275,17 +329,20 @@ class StreamCaller(Generic[Req, Resp]):
         async with self._lock:
             if self._outbox is None:
                 outbox: asyncio.Queue[Req | None] = asyncio.Queue()
+                in_flight = _InFlight()
                 # The stream serves every later caller: it must not keep the trace of the
                 # call that happened to open it.
                 with telemetry.detached():
-                    stream = self._open_stream(self._drain(outbox))
-                    self._reader = asyncio.create_task(self._read(stream, outbox),
+                    stream = self._open_stream(self._drain(outbox, in_flight))
+                    self._reader = asyncio.create_task(self._read(stream, outbox, in_flight),
                                                        name=f"{self._name}-reader")
                 self._outbox = outbox
             return self._outbox
 
-    async def _drain(self, outbox: asyncio.Queue[Req | None]) -> AsyncIterator[Any]:
+    async def _drain(self, outbox: asyncio.Queue[Req | None],
+                     in_flight: _InFlight) -> AsyncIterator[Any]:
         make_batch = self._batch
+        pacer = Pacer(self._pace)
         while True:
             item = await outbox.get()
             if item is None:
@@ -293,22 +350,32 @@ class StreamCaller(Generic[Req, Resp]):
             if make_batch is None:
                 yield item
                 continue
+            if self._linger and in_flight.count:
+                # Bounded: a response that never comes costs ``linger``, not a stall.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger):
+                        await in_flight.idle.wait()
+            await pacer.hold()
             items, ended = take_ready(outbox, item)
             batch = make_batch()
             batch.items.extend(items)
+            in_flight.sent(len(items))
             yield batch
             if ended:
                 return
 
-    async def _read(self, stream: Any, outbox: asyncio.Queue[Req | None]) -> None:
+    async def _read(self, stream: Any, outbox: asyncio.Queue[Req | None],
+                    in_flight: _InFlight) -> None:
         error = StreamBroken(grpc.StatusCode.UNAVAILABLE, f"{self._name} stream closed")
         try:
             batched = self._batch is not None
             async for message in stream:
-                for response in (message.items if batched else (message,)):
+                responses = message.items if batched else (message,)
+                for response in responses:
                     future = self._pending.get(response.seq)
                     if future is not None and not future.done():
                         future.set_result(response)
+                in_flight.answered(len(responses))
         except grpc.aio.AioRpcError as exc:
             error = StreamBroken(exc.code(), exc.details() or "")
             log.warning("%s stream failed: %s", self._name, error)

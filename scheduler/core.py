@@ -72,6 +72,10 @@ FINISHED_MEMORY = 65_536
 # A message may reach the spool a little after the time in its id (the write takes a while):
 # each reconcile scan starts this far before the previous one did.
 RECONCILE_SLACK_MS = 60_000
+# An enqueue stream that opens may come from an ingress that crashed and restarted, leaving
+# stored messages it never enqueued (ingress enqueues after the 250): reconcile this long
+# after such a stream opens, instead of waiting for the next reconcile_interval.
+RECONCILE_AFTER_STREAM = 2.0
 # Past this many messages a summary is reused for SUMMARY_MAX_AGE seconds (it costs one pass
 # over every job); below it every call is fresh.
 SUMMARY_CACHE_FROM = 10_000
@@ -149,6 +153,7 @@ class Scheduler:
         self._closed = False
         self.rebuilt = asyncio.Event()
         self._reconcile_from_ms = 0
+        self._reconcile_soon = asyncio.Event()
         self._summary: scheduler_pb2.GetQueueSummaryResponse | None = None
         self._summary_at = 0.0
         self._summary_lock = asyncio.Lock()
@@ -574,8 +579,17 @@ class Scheduler:
             self._dispatching = True
             self._pump()
         while True:
-            await asyncio.sleep(self.config.reconcile_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.reconcile_interval):
+                    await self._reconcile_soon.wait()
+                    await asyncio.sleep(RECONCILE_AFTER_STREAM)
+            self._reconcile_soon.clear()
             await self.reconcile()
+
+    def request_reconcile(self) -> None:
+        """Reconcile with the spool ``RECONCILE_AFTER_STREAM`` seconds from now (requests made
+        meanwhile share that scan); the periodic reconcile goes on as before."""
+        self._reconcile_soon.set()
 
     async def reconcile(self) -> int:
         """Queue messages stored since the last window that the scheduler does not know

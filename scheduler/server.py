@@ -19,12 +19,15 @@ from collections.abc import AsyncIterator
 import grpc
 
 from petrel.ids import is_message_id
-from petrel.rpc import abort_invalid, take_ready
+from petrel.rpc import Pacer, abort_invalid, take_ready
 from petrel.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler import tracing
 from scheduler.core import Scheduler, Worker
 
 log = logging.getLogger(__name__)
+
+# A busy dispatch stream holds each batch of tasks this long to fill it (``petrel.rpc.Pacer``).
+DISPATCH_LINGER = 0.003
 
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -52,12 +55,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def Enqueue(self, request_iterator: AsyncIterator[scheduler_pb2.EnqueueRequest],
                       context: grpc.aio.ServicerContext,
                       ) -> AsyncIterator[scheduler_pb2.EnqueueResponse]:
+        self._scheduler.request_reconcile()
         async for request in request_iterator:
             yield self._enqueue(request)
 
     async def EnqueueBatches(self, request_iterator: AsyncIterator[scheduler_pb2.EnqueueBatch],
                              context: grpc.aio.ServicerContext,
                              ) -> AsyncIterator[scheduler_pb2.EnqueueResponseBatch]:
+        # A new enqueue stream may be a restarted ingress whose last enqueues never came.
+        self._scheduler.request_reconcile()
         async for batch in request_iterator:
             yield scheduler_pb2.EnqueueResponseBatch(
                 items=[self._enqueue(request) for request in batch.items])
@@ -86,6 +92,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                                             context.peer())
         reader = asyncio.create_task(self._read(worker, requests), name=f"dispatch {worker.id}")
         batches = first.hello.accepts_task_batches
+        pacer = Pacer(DISPATCH_LINGER)
         try:
             while True:
                 task = await worker.outbox.get()
@@ -94,6 +101,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 if not batches:
                     yield scheduler_pb2.DispatchResponse(task=task)
                     continue
+                await pacer.hold()
                 tasks, ended = take_ready(worker.outbox, task)
                 yield scheduler_pb2.DispatchResponse(tasks=tasks)
                 if ended:

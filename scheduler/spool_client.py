@@ -79,6 +79,11 @@ async def scan(stub: spool_pb2_grpc.SpoolServiceStub, after_id: str = "",
             call.cancel()
 
 
+# Updates are off every message's critical path: under load they wait for the previous batch
+# (at most this long) and share a stream message and the spool's commit.
+UPDATE_LINGER = 0.020
+
+
 @dataclass(slots=True)
 class _Op:
     meta: bytes | None  # serialized MessageMeta to store; None = remove the message
@@ -90,7 +95,7 @@ class SpoolWriter:
         self._caller: StreamCaller[spool_pb2.UpdateMessageRequest,
                                    spool_pb2.UpdateMessageResponse] = StreamCaller(
             stub.UpdateMessageBatches, max_pending=concurrency, name="spool-update",
-            batch=spool_pb2.UpdateMessageBatch)
+            batch=spool_pb2.UpdateMessageBatch, pace=UPDATE_LINGER)
         self._deadline = deadline
         self._concurrency = concurrency
         self._latest: dict[str, _Op] = {}

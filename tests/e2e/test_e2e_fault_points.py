@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 CASES = [
     ("spool", "spool.after_commit:40"),
     ("ingress", "ingress.after_store:150"),
-    ("scheduler", "scheduler.after_events:100"),
+    ("scheduler", "scheduler.after_events:20"),
     ("egress", "egress.after_delivery:150"),
 ]
 

@@ -83,7 +83,9 @@ async def test_accepted_message_is_enqueued(ingress: Ingress,
 async def test_backlog_reaches_the_scheduler_when_it_returns(
         ingress: Ingress, scheduler: ServiceProcess) -> None:
     ids = [await send(ingress, "late") for _ in range(3)]
-    assert ingress.enqueuer.backlog == 3
+    # The enqueue follows the 250; with the scheduler away each one lands in the backlog.
+    await async_wait_for(lambda: ingress.enqueuer.backlog == 3, timeout=10,
+                         message="three messages backlogged")
     await asyncio.to_thread(scheduler.start)
     await async_wait_for(lambda: ingress.enqueuer.backlog == 0, timeout=20,
                          message="backlog drained")

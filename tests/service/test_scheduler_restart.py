@@ -146,3 +146,19 @@ async def test_reconcile_queues_stored_but_never_enqueued(tmp_path: Path) -> Non
         (delivery,) = await wait_events(h.config, "Delivery", 1)
         assert delivery["id"] == orphan.id
         assert [t.message_id for t in worker.tasks] == [orphan.id]
+
+
+async def test_new_enqueue_stream_reconciles_without_waiting_for_the_interval(
+        tmp_path: Path) -> None:
+    # An ingress that crashed after its 250s may have left stored messages unenqueued; the
+    # enqueue stream its successor opens makes the scheduler reconcile within seconds.
+    async with harness(tmp_path, reconcile_interval=3600) as h:
+        worker = await h.worker("w1", credit=5, auto=deliver_all)
+        orphan = make_meta(["orphan@x.test"])
+        await h.spool.put(orphan)
+        await asyncio.sleep(0.5)
+        assert worker.tasks == []  # nothing reconciles on its own within the hour
+        assert h.client is not None
+        await h.client.enqueue(make_meta(["fresh@x.test"]))  # opens the stream
+        deliveries = await wait_events(h.config, "Delivery", 2)
+        assert orphan.id in {d["id"] for d in deliveries}

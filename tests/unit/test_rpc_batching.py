@@ -7,8 +7,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import AsyncIterator
 
-from petrel.rpc import BATCH_MAX_BYTES, BATCH_MAX_ITEMS, split_bounded, take_ready
+from petrel.rpc import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_ITEMS,
+    Pacer,
+    StreamCaller,
+    split_bounded,
+    take_ready,
+)
 from petrel.v1 import spool_pb2
 
 
@@ -177,3 +185,86 @@ def test_split_bounded_defaults() -> None:
     runs = list(split_bounded(large))
     assert [len(r) for r in runs] == [2, 2, 1]
     assert all(sum(i.ByteSize() for i in run) <= BATCH_MAX_BYTES for run in runs)
+
+
+# --- pacing: Pacer and StreamCaller(linger=...) ----------------------------------------------
+
+async def test_pacer_lets_a_quiet_stream_send_at_once_and_holds_a_busy_one() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(0.2)
+    started = loop.time()
+    await pacer.hold()  # nothing sent before: no wait
+    assert loop.time() - started < 0.1
+    started = loop.time()
+    await pacer.hold()  # the previous batch left just now: hold for more
+    assert loop.time() - started >= 0.2
+    assert Pacer(0.0).linger == 0.0
+
+
+class _SlowBatchServer:
+    """Answers each request batch of a StreamCaller ``delay`` seconds after it arrives, and
+    records the seqs of every batch (what each stream message carried)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.batches: list[list[int]] = []
+
+    def open(self, requests: AsyncIterator[spool_pb2.PutMessageBatch],
+             ) -> AsyncIterator[spool_pb2.PutMessageResponseBatch]:
+        answers: asyncio.Queue[spool_pb2.PutMessageResponseBatch] = asyncio.Queue()
+
+        async def consume() -> None:
+            async for batch in requests:
+                self.batches.append([item.seq for item in batch.items])
+                response = spool_pb2.PutMessageResponseBatch(
+                    items=[spool_pb2.PutMessageResponse(seq=item.seq) for item in batch.items])
+                asyncio.get_running_loop().call_later(self.delay, answers.put_nowait, response)
+
+        async def responses() -> AsyncIterator[spool_pb2.PutMessageResponseBatch]:
+            consumer = asyncio.create_task(consume())
+            try:
+                while True:
+                    yield await answers.get()
+            finally:
+                consumer.cancel()
+
+        return responses()
+
+
+async def _spaced_calls(caller: StreamCaller[spool_pb2.PutMessageRequest,
+                                            spool_pb2.PutMessageResponse]) -> None:
+    async def call_at(delay: float) -> None:
+        await asyncio.sleep(delay)
+        await caller.call(put(0), timeout=5)
+
+    await asyncio.gather(*(call_at(0.02 * n) for n in range(5)))
+    await caller.close()
+
+
+async def test_without_linger_each_spaced_call_is_its_own_stream_message() -> None:
+    server = _SlowBatchServer(delay=0.2)
+    await _spaced_calls(StreamCaller(server.open, batch=spool_pb2.PutMessageBatch))
+    assert server.batches == [[1], [2], [3], [4], [5]]
+
+
+async def test_linger_holds_calls_while_earlier_ones_are_unanswered() -> None:
+    server = _SlowBatchServer(delay=0.2)
+    # Call 1 finds nothing in flight and leaves at once; 2-5 arrive while it is unanswered
+    # and leave together when its answer comes (well before the 5 s bound).
+    await _spaced_calls(StreamCaller(server.open, batch=spool_pb2.PutMessageBatch, linger=5.0))
+    assert server.batches == [[1], [2, 3, 4, 5]]
+
+
+async def test_linger_is_a_bound_when_answers_do_not_come() -> None:
+    server = _SlowBatchServer(delay=30.0)
+    caller: StreamCaller[spool_pb2.PutMessageRequest, spool_pb2.PutMessageResponse] = \
+        StreamCaller(server.open, batch=spool_pb2.PutMessageBatch, linger=0.05)
+    first = asyncio.create_task(caller.call(put(0), timeout=5))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(caller.call(put(0), timeout=5))
+    # The second call is held at most ``linger``, not until the (never) answer.
+    await asyncio.sleep(0.3)
+    assert server.batches == [[1], [2]]
+    for call in (first, second):
+        call.cancel()
+    await caller.close()
