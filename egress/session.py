@@ -126,6 +126,9 @@ class Session:
         self.last_used = time.monotonic()
         # Set when the server said 421 (it is closing the connection).
         self.closing = False
+        # No transaction left open: greeted, or the last one ended with DATA's final reply
+        # (RFC 5321 4.1.1.4: the server has reset its state), so a new MAIL needs no RSET.
+        self.clean = True
         self._counted = True
         metrics.CONNECTIONS_OPEN.inc()
 
@@ -183,6 +186,7 @@ class Session:
         """Send one message; one reply per recipient, in order. Raises ``HostFailed`` when MAIL
         is refused or the connection fails before any recipient was given."""
         self.last_used = time.monotonic()
+        self.clean = False
         smtp, timeout = self.smtp, self.options.command_timeout
         smtputf8 = smtp.supports_extension("smtputf8")
         sender_arg = encode_address(sender, smtputf8)
@@ -242,8 +246,11 @@ class Session:
         try:
             response = await smtp.data(body, timeout=self.options.data_timeout)
             data_reply = from_response(response.code, response.message)
+            self.clean = True
         except aiosmtplib.SMTPResponseException as exc:
             data_reply = from_response(exc.code, exc.message)
+            # Refused before or after the content: either way the transaction is over.
+            self.clean = True
         except aiosmtplib.SMTPTimeoutError:
             data_reply = timed_out("DATA")
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -256,7 +263,8 @@ class Session:
         return _fill(replies, data_reply)
 
     async def reset(self) -> bool:
-        """RSET before reusing the connection; false (and closed) when the server is gone."""
+        """RSET before reusing the connection; false (and closed) when the server is gone.
+        ``clean`` afterwards."""
         try:
             response = await self.smtp.execute_command(b"RSET",
                                                        timeout=self.options.command_timeout)
@@ -266,6 +274,7 @@ class Session:
         if response.code != 250:
             await self.quit()
             return False
+        self.clean = True
         return True
 
     async def quit(self) -> None:

@@ -39,6 +39,11 @@ def span_name(task: scheduler_pb2.DeliveryTask) -> str:
 
 @contextmanager
 def deliver_span(task: scheduler_pb2.DeliveryTask) -> Iterator[Span]:
+    if not telemetry.recording(_tracer):
+        with telemetry.current_context_only(
+                telemetry.context_from_carrier(task.trace_context)) as current:
+            yield current
+        return
     with _tracer.start_as_current_span(
             span_name(task), context=telemetry.context_from_carrier(task.trace_context),
             kind=SpanKind.CONSUMER,
@@ -82,6 +87,8 @@ def result_attributes(result: scheduler_pb2.DeliveryResult) -> dict[str, Any]:
 
 
 def annotate(span: Span, result: scheduler_pb2.DeliveryResult) -> None:
+    if not span.is_recording():
+        return
     span.set_attributes(result_attributes(result))
     if any(r.outcome == scheduler_pb2.DELIVERY_OUTCOME_PERMANENT_FAILURE
            for r in result.recipients):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 
@@ -34,6 +35,10 @@ def reception_name(reception_protocol: str) -> tuple[str, SpanKind]:
 def reception_span(reception_protocol: str, parent: Context | None, *, message_id: str,
                    recipients: int, size: int, peer: str = "",
                    tenant: str = "") -> Iterator[Span]:
+    if not telemetry.recording(_tracer):
+        with telemetry.current_context_only(parent) as span:
+            yield span
+        return
     name, kind = reception_name(reception_protocol)
     attributes: dict[str, str | int] = {
         "messaging.system": MESSAGING_SYSTEM,
@@ -54,6 +59,9 @@ def reception_span(reception_protocol: str, parent: Context | None, *, message_i
 
 @contextmanager
 def step(name: str) -> Iterator[Span]:
+    if not telemetry.recording(_tracer):
+        yield trace.get_current_span()  # a non-recording span adds nothing to its parent
+        return
     with _tracer.start_as_current_span(name, kind=_STEP_KINDS.get(name, SpanKind.INTERNAL)
                                        ) as span:
         yield span

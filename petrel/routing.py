@@ -19,6 +19,7 @@ for their TTL, capped by ``dns_max_cache_ttl``; failures for a few seconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
@@ -69,8 +70,10 @@ class _Entry:
     expires: float
 
 
+@functools.lru_cache(maxsize=16_384)
 def normalize_domain(domain: str) -> str:
-    """Lower-case ASCII (IDNA) form of ``domain``; address literals are kept as they are."""
+    """Lower-case ASCII (IDNA) form of ``domain``; address literals are kept as they are.
+    Cached: every message's recipients go through it, over a few thousand domains."""
     domain = domain.strip().rstrip(".")
     if domain.startswith("["):
         return domain.lower()

@@ -158,6 +158,32 @@ def stop_provider(provider: TracerProvider, exporter: OTLPSpanExporter | None,
         stopper.join(1.0)
 
 
+def recording(tracer: trace.Tracer) -> bool:
+    """Whether spans of ``tracer`` are recorded: it is an SDK tracer, or the API's proxy
+    tracer (what ``tracer()`` returns) and an SDK provider is installed (by
+    ``setup_tracing`` or a test). Otherwise every span is a non-recording stand-in for its
+    parent's context, so per-message code may skip building span names and attributes."""
+    if isinstance(tracer, trace.NoOpTracer):
+        return False
+    if isinstance(tracer, trace.ProxyTracer):
+        return not isinstance(trace.get_tracer_provider(),
+                              trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return True
+
+
+@contextlib.contextmanager
+def current_context_only(parent: Context | None) -> Iterator[trace.Span]:
+    """What a span started under ``parent`` amounts to while nothing is recorded: the
+    parent's span context becomes the current span (log lines, exemplars and carriers see
+    its trace id), nothing else is built."""
+    span = trace.get_current_span(parent) if parent is not None else trace.INVALID_SPAN
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield span
+    finally:
+        otel_context.detach(token)
+
+
 def inject_carrier(ctx: Context | None = None) -> dict[str, str]:
     """The W3C carrier of ``ctx`` (default: the current context); ``{}`` without a valid span."""
     carrier: dict[str, str] = {}

@@ -34,6 +34,11 @@ FINAL_OUTCOMES = {"Delivery": "delivered", "Bounce": "bounced", "Expiration": "e
 
 @contextmanager
 def enqueue_span(meta: common_pb2.MessageMeta) -> Iterator[Span]:
+    if not telemetry.recording(_tracer):
+        with telemetry.current_context_only(
+                telemetry.context_from_carrier(meta.trace_context)) as span:
+            yield span
+        return
     domains = sorted({recipient_domain(r.address) for r in meta.recipients})
     attributes: dict[str, Any] = {
         "messaging.system": MESSAGING_SYSTEM,
@@ -56,6 +61,8 @@ def enqueue_span(meta: common_pb2.MessageMeta) -> Iterator[Span]:
 
 def dispatched(task: scheduler_pb2.DeliveryTask, worker_id: str) -> None:
     """Record that ``task`` was handed to ``worker_id`` (an instant span)."""
+    if not telemetry.recording(_tracer):
+        return
     _tracer.start_span(
         f"dispatch {task.site}", context=telemetry.context_from_carrier(task.trace_context),
         kind=SpanKind.PRODUCER,
@@ -65,6 +72,8 @@ def dispatched(task: scheduler_pb2.DeliveryTask, worker_id: str) -> None:
 
 def dispositions(meta: common_pb2.MessageMeta, records: Sequence[dict[str, Any]]) -> None:
     """One ``disposition`` span per final outcome among ``records`` (one job's records)."""
+    if not telemetry.recording(_tracer):
+        return
     finals: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         if record["type"] in FINAL_OUTCOMES:

@@ -34,6 +34,11 @@ def links(carriers: Sequence[Mapping[str, str] | None]) -> list[Link]:
 @contextmanager
 def commit_span(size: int, carriers: Sequence[Mapping[str, str] | None],
                 backend: str) -> Iterator[Span]:
+    if not telemetry.recording(_tracer):
+        # A batch span starts a trace of its own: with nothing recorded there is none.
+        with telemetry.current_context_only(None) as span:
+            yield span
+        return
     with _tracer.start_as_current_span(
             "spool commit", context=Context(), kind=SpanKind.INTERNAL, links=links(carriers),
             attributes={"messaging.batch.message_count": size,

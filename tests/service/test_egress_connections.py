@@ -11,12 +11,13 @@ import pytest
 from tests.service.test_egress_harness import (
     EgressHarness,
     RecordingSink,
+    ScriptedSmtp,
     make_body,
     outcomes,
     self_signed_cert,
     server_tls_context,
 )
-from tests.support.net import async_wait_for
+from tests.support.net import async_wait_for, free_port
 
 
 @pytest.fixture
@@ -76,7 +77,8 @@ async def test_connection_closed_by_server_is_replaced(tmp_path: Path,
                                                        sink: RecordingSink) -> None:
     async with EgressHarness(tmp_path, routing={"smarthost": sink.address}) as harness:
         await harness.deliver("dest.test", ["first@dest.test"])
-        # The server restarts on the same port: the pooled connection is dead, RSET finds out.
+        # The server restarts on the same port: the pooled connection is dead; the MAIL (or
+        # RSET, after an idle while) on it fails and a new connection delivers.
         sink.stop()
         sink.start()
         result = await harness.deliver("dest.test", ["second@dest.test"])
@@ -142,3 +144,25 @@ async def test_certificate_verification(tmp_path: Path, tls_sink: RecordingSink)
     assert outcomes(fallback)["o@dest.test"][0] == "DELIVERED" and not fallback.tls
     assert [d.tls for d in tls_sink.deliveries] == [False]
     assert outcomes(refused)["r@dest.test"] == ("TRANSIENT_FAILURE", 451, "4.7.5")
+
+
+async def test_reuse_skips_rset_after_a_clean_transaction_only(tmp_path: Path) -> None:
+    port = free_port()
+    server = await ScriptedSmtp("127.0.0.1", port).start()
+    try:
+        async with EgressHarness(tmp_path, routing={"smarthost": f"127.0.0.1:{port}"},
+                                 egress={"max_inflight": 1}) as harness:
+            await harness.deliver("dest.test", ["a@dest.test"])
+            await harness.deliver("dest.test", ["b@dest.test"])
+            # DATA's final reply ended the first transaction: the next MAIL follows at once.
+            assert server.commands == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA"]
+            server.replies["RCPT"] = "550 5.1.1 no such user"
+            refused = await harness.deliver("dest.test", ["c@dest.test"])
+            server.replies["RCPT"] = "250 2.1.5 OK"
+            await harness.deliver("dest.test", ["d@dest.test"])
+    finally:
+        await server.stop()
+    assert outcomes(refused)["c@dest.test"][0] == "PERMANENT_FAILURE"
+    # A transaction left open (MAIL accepted, every RCPT refused) is reset before reuse.
+    # (The QUIT comes when egress stops.)
+    assert server.commands[7:] == ["MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA", "QUIT"]

@@ -194,3 +194,21 @@ def test_disposition_spans_only_for_final_outcomes(tracer: trace.Tracer,
     assert span.attributes is not None
     assert span.attributes["petrel.outcome"] == "delivered"
     assert span.attributes["petrel.attempt"] == 2
+
+
+def test_recording_tells_sdk_tracers_from_no_op_ones(tracer: trace.Tracer) -> None:
+    assert telemetry.recording(tracer)
+    assert not telemetry.recording(trace.NoOpTracer())
+    # The API's proxy tracer records only once an SDK provider is installed (none here).
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+    assert not telemetry.recording(trace.ProxyTracer("petrel.test"))
+
+
+def test_current_context_only_makes_the_parent_current_for_logs_and_carriers() -> None:
+    with telemetry.current_context_only(telemetry.context_from_carrier(CARRIER)) as span:
+        assert not span.is_recording()
+        assert telemetry.current_trace_id() == TRACE_ID
+        assert telemetry.inject_carrier()["traceparent"] == CARRIER["traceparent"]
+    assert telemetry.current_trace_id() == ""
+    with telemetry.current_context_only(None):
+        assert telemetry.inject_carrier() == {}
