@@ -19,6 +19,7 @@ refused there too.
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -119,6 +120,7 @@ class Stamp:
     when: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+@functools.lru_cache(maxsize=4096)
 def address_literal(ip: str) -> str:
     try:
         addr = ipaddress.ip_address(ip)

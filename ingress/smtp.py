@@ -74,10 +74,23 @@ def peer_ip(session: Session) -> str:
 class RelayPolicy:
     """Which peers may relay without authenticating."""
 
+    # Verdicts remembered per address text (a session asks at connect and per RCPT); the
+    # memory is dropped whole when it reaches this many addresses.
+    MEMORY = 4096
+
     def __init__(self, networks: tuple[str, ...]) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._verdicts: dict[str, bool] = {}
 
     def allows(self, ip: str) -> bool:
+        verdict = self._verdicts.get(ip)
+        if verdict is None:
+            if len(self._verdicts) >= self.MEMORY:
+                self._verdicts.clear()
+            verdict = self._verdicts[ip] = self._allows(ip)
+        return verdict
+
+    def _allows(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:

@@ -272,7 +272,12 @@ class StrictSMTP(SMTP):
         if self._continued:
             status = b"".join(self._continued) + status
             self._continued.clear()
-        await super().push(status)
+        # aiosmtpd's push without its debug log line and with a drain only when the reply
+        # did not go out at once (a client that does not read): the common case is a write.
+        self._writer.write(status + b"\r\n")
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            await self._writer.drain()
         if self._close_after_reply:
             self.hang_up()
             return
