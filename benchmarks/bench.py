@@ -362,7 +362,7 @@ class Petrel:
 
     def __init__(self, workdir: Path, sink_port: int, egress: int = 1,
                  settings: dict[str, str] | None = None, *, cpu_group: CpuGroup | None = None,
-                 metrics_port: int = 0, ready_timeout: float = 90.0) -> None:
+                 metrics_port: int = 0, ready_timeout: float = 90.0, ingress: int = 1) -> None:
         self.smtp_port = free_port()
         ports = {name: free_port() for name in ("spool", "scheduler", "ingress", "bounce", "http")}
         self.grpc_port, self.http_port = ports["ingress"], ports["http"]
@@ -387,13 +387,14 @@ class Petrel:
         cmd = [sys.executable, "-m", "petrel", "up", "--smtp-listen", f"127.0.0.1:{self.smtp_port}",
                "--http-listen", f"127.0.0.1:{ports['http']}", "--smarthost",
                f"127.0.0.1:{sink_port}", "--egress-replicas", str(egress),
+               "--ingress-replicas", str(ingress),
                "--metrics-port", str(metrics_port)]
         self.proc = subprocess.Popen(cpu_group.wrap(cmd) if cpu_group else cmd, env=env, cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         if cpu_group:
             cpu_group.adopt(self.proc.pid)
-        expected = 5 + egress  # spool, bounce, scheduler, ingress, gateway + egress replicas
+        expected = 4 + egress + ingress  # spool, bounce, scheduler, gateway + the replicas
         deadline = time.monotonic() + ready_timeout
         while self.ready_services() < expected or not wait_port(self.smtp_port, 0.2):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -715,7 +716,7 @@ def git_commit() -> str:
 
 def run_scenario(sc: Scenario, workdir: Path, egress: int = 1, timeout: float = 300.0,
                  settings: dict[str, str] | None = None, *, system: str = "petrel",
-                 options: RunOptions | None = None) -> Result:
+                 options: RunOptions | None = None, ingress: int = 1) -> Result:
     """One fresh instance of ``system`` (``petrel`` or ``postfix``), one run of ``sc``."""
     opts = options or RunOptions()
     if system not in sc.systems():
@@ -731,7 +732,8 @@ def run_scenario(sc: Scenario, workdir: Path, egress: int = 1, timeout: float = 
                     at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     try:
         if system == "petrel":
-            petrel = Petrel(workdir, sink.port, egress, settings, cpu_group=group)
+            petrel = Petrel(workdir, sink.port, egress, settings, cpu_group=group,
+                            ingress=ingress)
             port = {"smtp": petrel.smtp_port, "grpc": petrel.grpc_port,
                     "rest": petrel.http_port}[sc.kind]
         else:
@@ -1072,6 +1074,7 @@ def environment(args: argparse.Namespace) -> list[str]:
         f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  commit {git_commit()}  "
         f"{os.cpu_count()} cores ({cpu})  load average {os.getloadavg()[0]:.2f}",
         f"# postfix {postfix}  python {sys.version.split()[0]}  egress {args.egress}  "
+        f"ingress {args.ingress}  "
         f"settings {' '.join(args.set) or '-'}  repeat {args.repeat}"
         f"{'  quick' if args.quick else ''}",
         f"# work dirs in {tmp} ({' on '.join(fs)}): create+write 2 KB+fsync+close "
@@ -1119,6 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario and system")
     parser.add_argument("--only", choices=SYSTEMS, help="measure one system only")
     parser.add_argument("--egress", type=int, default=1, help="Petrel egress processes")
+    parser.add_argument("--ingress", type=int, default=1,
+                        help="Petrel ingress processes (sharing the ports)")
     parser.add_argument("--set", action="append", default=[], metavar="PETREL_X=VALUE",
                         help="extra PETREL_* setting for every Petrel service (A/B runs)")
     parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
@@ -1183,7 +1188,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir.chmod(0o755)
             try:
                 result = run_scenario(sc, workdir, args.egress, min(args.timeout, left),
-                                      settings, system=system, options=opts)
+                                      settings, system=system, options=opts,
+                                      ingress=args.ingress)
             except Exception as exc:  # one failed run is reported, the others still run
                 result = Result(sc.label, sc.count, None, None, None, {}, {}, 0.0,
                                 system=system, spec=sc.spec, kind=sc.kind,

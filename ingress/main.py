@@ -67,7 +67,7 @@ class Ingress:
         self.server, self.health, grpc_port = create_server(cfg.grpc_listen, [
             (ingress_pb2_grpc.add_InjectServiceServicer_to_server,
              InjectServicer(cfg, self.acceptor), SERVICE_NAMES[0]),
-        ])
+        ], reuse_port=cfg.reuse_port)
         self.grpc_address = _hostport(split_hostport(cfg.grpc_listen)[0], grpc_port)
 
     def _suppressed(self, entry: suppression_pb2.Suppression) -> None:

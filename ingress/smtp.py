@@ -353,7 +353,8 @@ class SmtpListener:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound ``(host, port)``."""
         self._server = await asyncio.get_running_loop().create_server(
-            self._protocol, host=host, port=port, reuse_address=True)
+            self._protocol, host=host, port=port, reuse_address=True,
+            reuse_port=self._config.reuse_port or None)
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 

@@ -52,7 +52,9 @@ _config_option = click.option("--config", "config_path", type=click.Path(dir_oka
 @click.option("--smtp-listen", help="SMTP listener HOST:PORT.")
 @click.option("--http-listen", help="REST gateway HOST:PORT.")
 @click.option("--smarthost", help="Relay all outbound mail to HOST:PORT.")
-@click.option("--egress-replicas", type=int, default=1, show_default=True)
+@click.option("--egress-replicas", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--ingress-replicas", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Ingress processes sharing the SMTP and inject ports (SO_REUSEPORT).")
 @click.option("--metrics-port", type=click.IntRange(0, 65000), default=9101, show_default=True,
               help="First port of the services' /metrics endpoints (0: none).")
 @click.option("--secure", is_flag=True,
@@ -60,7 +62,7 @@ _config_option = click.option("--config", "config_path", type=click.Path(dir_oka
                    "under DATA_DIR/certs.")
 def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
        http_listen: str | None, smarthost: str | None, egress_replicas: int,
-       metrics_port: int, secure: bool) -> None:
+       ingress_replicas: int, metrics_port: int, secure: bool) -> None:
     """Start every service as a local process; Ctrl-C stops them all."""
     from petrel.supervisor import Supervisor
 
@@ -86,7 +88,7 @@ def up(config_path: str | None, data_dir: str | None, smtp_listen: str | None,
         env["PETREL_SECURITY__CERTS_DIR"] = str(certs_dir)
         config = load_config(env=env)
     sys.exit(Supervisor(config, env, egress_replicas=egress_replicas,
-                        metrics_port=metrics_port).run())
+                        ingress_replicas=ingress_replicas, metrics_port=metrics_port).run())
 
 
 @cli.command()

@@ -99,6 +99,10 @@ class IngressConfig(_Section):
     smtp_listen: HostPort = "127.0.0.1:2525"
     grpc_listen: HostPort = "127.0.0.1:7703"
     address: HostPort = "127.0.0.1:7703"
+    # Bind the SMTP and inject listeners with SO_REUSEPORT, so several ingress processes on
+    # one host share the ports and the kernel spreads connections over them (``petrel up
+    # --ingress-replicas``). Connection limits then apply per process.
+    reuse_port: bool = False
     hostname: str = "petrel.localhost"
     relay_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     # SASL users allowed to relay from anywhere: {"name": "password"}.

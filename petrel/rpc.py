@@ -119,16 +119,21 @@ class _Registrar(Protocol):
 
 
 def create_server(listen: str, services: Iterable[tuple[_Registrar, Any, str]],
-                  security: grpc_auth.GrpcSecurity | None = None,
+                  security: grpc_auth.GrpcSecurity | None = None, *, reuse_port: bool = False,
                   ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Create, bind and register a server; returns ``(server, health_servicer, bound_port)``.
 
     ``services`` holds ``(add_XxxServicer_to_server, servicer, full_service_name)`` triples.
     The server is not started; ``petrel.runtime.serve_grpc_until`` (or ``set_serving``) marks
-    the services SERVING once it is. ``security`` defaults to ``grpc_auth.current()``.
+    the services SERVING once it is. ``security`` defaults to ``grpc_auth.current()``. The
+    port is exclusive unless ``reuse_port`` (processes sharing it, each taking connections).
     """
     security = security or grpc_auth.current()
-    server = grpc.aio.server(options=SERVER_OPTIONS,
+    options = SERVER_OPTIONS
+    if reuse_port:  # gRPC takes the first value of a repeated option: replace ours
+        options = [(k, v) for k, v in SERVER_OPTIONS if k != "grpc.so_reuseport"]
+        options.append(("grpc.so_reuseport", 1))
+    server = grpc.aio.server(options=options,
                              interceptors=[*security.server_interceptors(),
                                            aio_server_interceptor(filter_=traced_method)])
     health_servicer = health.aio.HealthServicer()

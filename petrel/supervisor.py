@@ -8,8 +8,13 @@ reset after it stayed up for 30 s).
 
 Metrics: given ``metrics_port`` (``petrel up`` passes 9101), each service whose
 ``metrics_listen`` is not configured serves ``/metrics`` on 127.0.0.1 at that port plus its
-offset in ``METRICS_OFFSETS`` (egress replica *n* at offset 3 + *n*); the gateway serves
-``/metrics`` on its HTTP port.
+offset in ``METRICS_OFFSETS`` (egress replica *n* at offset 3 + *n*; ingress replicas after
+the first follow the last egress one); the gateway serves ``/metrics`` on its HTTP port.
+
+Replicas: ``egress_replicas`` egress workers (each its own ``worker_id``) and
+``ingress_replicas`` ingress processes, which then share the SMTP and inject ports
+(``ingress.reuse_port``): one process's event loop is a single core, several spread the
+sessions over every core.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ class Supervisor:
     """
 
     def __init__(self, config: Config, env: dict[str, str], egress_replicas: int = 1,
-                 children: list[Child] | None = None, metrics_port: int = 0) -> None:
+                 children: list[Child] | None = None, metrics_port: int = 0,
+                 ingress_replicas: int = 1) -> None:
         self.config = config
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -59,18 +65,23 @@ class Supervisor:
             self.children = children
             return
         self.children = []
+        counts = {"egress": egress_replicas, "ingress": ingress_replicas}
         for name in START_ORDER:
-            replicas = egress_replicas if name == "egress" else 1
+            replicas = counts.get(name, 1)
             for index in range(replicas):
                 child_env = dict(env)
                 label = name if replicas == 1 else f"{name}-{index + 1}"
                 if name == "egress":
                     child_env.setdefault("PETREL_EGRESS__WORKER_ID", label)
+                if name == "ingress" and replicas > 1:
+                    child_env["PETREL_INGRESS__REUSE_PORT"] = "true"
                 variable = f"PETREL_{name.upper()}__METRICS_LISTEN"
                 if (metrics_port and name in METRICS_OFFSETS
                         and not getattr(config, name).metrics_listen):
-                    port = metrics_port + METRICS_OFFSETS[name] + index
-                    child_env[variable] = f"127.0.0.1:{port}"
+                    offset = METRICS_OFFSETS[name] + index
+                    if name == "ingress" and index:
+                        offset = METRICS_OFFSETS["egress"] + egress_replicas + index - 1
+                    child_env[variable] = f"127.0.0.1:{metrics_port + offset}"
                 self.children.append(Child(label, [sys.executable, "-m", name], child_env))
 
     def run(self) -> int:
