@@ -31,7 +31,7 @@ UNCATEGORIZED = "Uncategorized"
 
 # A read that finds earlier reads unanswered waits for them (at most this long), then goes
 # with the reads queued meanwhile in one stream message.
-READ_LINGER = 0.005
+READ_LINGER = 0.003
 
 
 class BodyUnavailable(Exception):

@@ -4,17 +4,24 @@
 ``serve(stop)`` on one asyncio loop and sets the ``stop`` event on SIGTERM or SIGINT; ``serve``
 is expected to mark itself NOT_SERVING, drain, and return. Buffered spans are exported before
 the process exits.
+
+Development aid: with ``PETREL_PROFILE_DIR`` set, the service runs under ``cProfile`` and
+writes ``<dir>/<name>-<pid>.prof`` when it stops (``benchmarks/profile.py --cprofile``). It
+slows the service several times over; never set it in production.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import cProfile
 import json
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -95,11 +102,26 @@ def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]],
     telemetry.setup_tracing(name)
     started = time.monotonic()
     try:
-        with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        with _profiled(name), asyncio.Runner(loop_factory=_loop_factory) as runner:
             runner.run(main())
     finally:
         telemetry.shutdown_tracing()
     log.info("%s stopped after %.1fs", name, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _profiled(name: str) -> Iterator[None]:
+    directory = os.environ.get("PETREL_PROFILE_DIR")
+    if not directory:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(os.path.join(directory, f"{name}-{os.getpid()}.prof"))
 
 
 async def serve_grpc_until(stop: asyncio.Event, server: grpc.aio.Server,
