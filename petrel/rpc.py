@@ -218,13 +218,14 @@ class Pacer:
     A gRPC stream message costs the same fixed work (completion queue, poller thread, event
     loop wake-up) whether it carries one item or a hundred, ≈ 90 µs of CPU on each side here;
     an item costs a few µs. ``hold`` returns at once when the previous batch left more than
-    ``busy`` seconds ago (a quiet stream: a lone item goes out without delay) and sleeps
-    ``linger`` seconds otherwise, so that under load the items of that time share one
+    ``busy`` seconds ago (default ``linger``: a stream that quiet would gather less than one
+    more item in a hold, and a hold is itself a timer and an extra event-loop wake-up) and
+    sleeps ``linger`` seconds otherwise, so that under load the items of that time share one
     message. ``linger = 0`` never holds."""
 
     def __init__(self, linger: float, busy: float | None = None) -> None:
         self.linger = linger
-        self.busy = 4 * linger if busy is None else busy
+        self.busy = linger if busy is None else busy
         self._last_sent = float("-inf")
 
     async def hold(self) -> None:
