@@ -218,14 +218,14 @@ class Pacer:
     A gRPC stream message costs the same fixed work (completion queue, poller thread, event
     loop wake-up) whether it carries one item or a hundred, ≈ 90 µs of CPU on each side here;
     an item costs a few µs. ``hold`` returns at once when the previous batch left more than
-    ``busy`` seconds ago (default ``linger``: a stream that quiet would gather less than one
-    more item in a hold, and a hold is itself a timer and an extra event-loop wake-up) and
+    ``busy`` seconds ago (default half the linger: a hold should gather at least two more
+    items, since it costs a timer and an extra event-loop wake-up of its own) and
     sleeps ``linger`` seconds otherwise, so that under load the items of that time share one
     message. ``linger = 0`` never holds."""
 
     def __init__(self, linger: float, busy: float | None = None) -> None:
         self.linger = linger
-        self.busy = linger if busy is None else busy
+        self.busy = linger / 2 if busy is None else busy
         self._last_sent = float("-inf")
 
     async def hold(self) -> None:
