@@ -42,15 +42,18 @@ def _fill(fs: Path, leave_free: int) -> Path:
     filler = fs / "filler"
     stat = os.statvfs(fs)
     size = max(0, stat.f_bavail * stat.f_frsize - leave_free)
-    with open(filler, "wb") as fh:
+    # Unbuffered: a write refused for lack of space must not stay in a buffer that closing the
+    # file would try (and fail) to flush again.
+    with open(filler, "wb", buffering=0) as fh:
         chunk = b"\0" * (1024 * 1024)
         while size > 0:
             try:
-                fh.write(chunk[:size])
-                fh.flush()
+                written = fh.write(chunk[:size])
             except OSError:
                 break
-            size -= min(size, len(chunk))
+            if not written:
+                break
+            size -= written
     return filler
 
 
