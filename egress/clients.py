@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 UNCATEGORIZED = "Uncategorized"
 
 
-# A read that finds earlier reads unanswered waits for them (at most this long), then goes
-# with the reads queued meanwhile in one stream message.
+# A read on a busy read stream is held this long, so the reads of that time share one stream
+# message (``petrel.rpc.Pacer``).
 READ_LINGER = 0.003
 
 

@@ -29,7 +29,7 @@ import grpc
 
 from petrel.events import trace_id_of
 from petrel.faults import fault_point
-from petrel.rpc import Pacer, take_ready
+from petrel.rpc import Pacer, paced_batches
 from petrel.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,9 @@ class _Stream:
         """The stream's messages: results and credits waiting at the same time travel
         together as one ``report``; under load the stream holds each report ``REPORT_LINGER``
         so that it carries the results of that time (``petrel.rpc.Pacer``)."""
-        pacer = Pacer(REPORT_LINGER)
-        while True:
-            request = await self.outbox.get()
-            if request is None:
-                return
-            await pacer.hold()
-            ready, ended = take_ready(self.outbox, request)
+        async for ready in paced_batches(self.outbox, Pacer(REPORT_LINGER)):
             for message in coalesce(ready):
                 yield message
-            if ended:
-                return
 
 
 def coalesce(requests: list[scheduler_pb2.DispatchRequest],

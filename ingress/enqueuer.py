@@ -32,8 +32,8 @@ def _ids(meta: common_pb2.MessageMeta) -> dict[str, str]:
     return {"message_id": meta.id, "trace_id": trace_id_of(meta.trace_context)}
 
 
-# Enqueues follow the 250 (the message is durable): under load they wait for the previous
-# batch's acknowledgement (at most this long) and travel together.
+# Enqueues follow the 250 (the message is durable): on a busy stream each is held this long
+# so that the enqueues of that time travel together (``petrel.rpc.Pacer``).
 ENQUEUE_LINGER = 0.020
 
 

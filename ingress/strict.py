@@ -326,15 +326,17 @@ class StrictSMTP(SMTP):
             if handle.when() <= deadline:
                 return
             handle.cancel()
-        self._timeout_handle = self.loop.call_at(deadline, self._deadline_reached)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        self._timeout_handle = self.loop.call_at(self._deadline_at, self._deadline_reached)
         self._timer_armed = True
 
     def _deadline_reached(self) -> None:
         # The handle stays set (aiosmtpd's connection_lost cancels it) but no longer counts.
         self._timer_armed = False
         if self.loop.time() < self._deadline_at:
-            self._timeout_handle = self.loop.call_at(self._deadline_at, self._deadline_reached)
-            self._timer_armed = True
+            self._arm_timer()
             return
         self._timeout_cb()
 

@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
@@ -237,6 +237,25 @@ class Pacer:
             self._last_sent = loop.time()
 
 
+async def paced_batches(queue: asyncio.Queue[T | None], pacer: Pacer,
+                        before_take: Callable[[], Awaitable[None]] | None = None,
+                        ) -> AsyncIterator[list[T]]:
+    """The items of ``queue`` as batches until a ``None`` (end of stream): each batch starts
+    with an item that arrived, waits for ``before_take`` (when given) and ``pacer.hold()``,
+    then takes what is ready behind it (``take_ready``)."""
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        if before_take is not None:
+            await before_take()
+        await pacer.hold()
+        items, ended = take_ready(queue, item)
+        yield items
+        if ended:
+            return
+
+
 class _InFlight:
     """Items of one stream sent and not answered yet; ``idle`` is set when there are none."""
 
@@ -348,27 +367,23 @@ class StreamCaller(Generic[Req, Resp]):
     async def _drain(self, outbox: asyncio.Queue[Req | None],
                      in_flight: _InFlight) -> AsyncIterator[Any]:
         make_batch = self._batch
-        pacer = Pacer(self._pace)
-        while True:
-            item = await outbox.get()
-            if item is None:
-                return
-            if make_batch is None:
+        if make_batch is None:
+            while (item := await outbox.get()) is not None:
                 yield item
-                continue
+            return
+
+        async def answered() -> None:
             if self._linger and in_flight.count:
                 # Bounded: a response that never comes costs ``linger``, not a stall.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._linger):
                         await in_flight.idle.wait()
-            await pacer.hold()
-            items, ended = take_ready(outbox, item)
+
+        async for items in paced_batches(outbox, Pacer(self._pace), answered):
             batch = make_batch()
             batch.items.extend(items)
             in_flight.sent(len(items))
             yield batch
-            if ended:
-                return
 
     async def _read(self, stream: Any, outbox: asyncio.Queue[Req | None],
                     in_flight: _InFlight) -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from petrel.ids import is_message_id
-from petrel.rpc import Pacer, abort_invalid, take_ready
+from petrel.rpc import Pacer, abort_invalid, paced_batches
 from petrel.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler import tracing
 from scheduler.core import Scheduler, Worker
@@ -91,21 +91,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         worker = self._scheduler.add_worker(first.hello.worker_id or context.peer(),
                                             context.peer())
         reader = asyncio.create_task(self._read(worker, requests), name=f"dispatch {worker.id}")
-        batches = first.hello.accepts_task_batches
-        pacer = Pacer(DISPATCH_LINGER)
         try:
-            while True:
-                task = await worker.outbox.get()
-                if task is None:
-                    return
-                if not batches:
+            if not first.hello.accepts_task_batches:
+                while (task := await worker.outbox.get()) is not None:
                     yield scheduler_pb2.DispatchResponse(task=task)
-                    continue
-                await pacer.hold()
-                tasks, ended = take_ready(worker.outbox, task)
+                return
+            async for tasks in paced_batches(worker.outbox, Pacer(DISPATCH_LINGER)):
                 yield scheduler_pb2.DispatchResponse(tasks=tasks)
-                if ended:
-                    return
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):

@@ -79,8 +79,9 @@ async def scan(stub: spool_pb2_grpc.SpoolServiceStub, after_id: str = "",
             call.cancel()
 
 
-# Updates are off every message's critical path: under load they wait for the previous batch
-# (at most this long) and share a stream message and the spool's commit.
+# Updates are off every message's critical path: on a busy stream each is held this long so
+# that the updates of that time share a stream message and the spool's commit
+# (``petrel.rpc.Pacer``).
 UPDATE_LINGER = 0.020
 
 
