@@ -1,9 +1,12 @@
 """The reception pipeline shared by SMTP and gRPC inject.
 
-``Acceptor.accept(submission)``: assign the id, prepare the message (``ingress.message``),
-write meta and body durably to the spool and write one ``Reception`` event per recipient. It
-returns after those writes (a 250 means the message is durable and its reception recorded);
-a failure to store raises ``StoreFailed`` and nothing is acknowledged. Enqueueing the
+``Acceptor.accept(submission)``: assign the id, prepare the message (``ingress.message``) and
+write meta and body durably to the spool together with one ``Reception`` event per recipient,
+which the spool appends to its event log right after the commit that stores the message (one
+round trip and one writer thread for both: a log of ingress's own cost a thread hand-off and
+an fsync per group before every 250). It returns after that write (a 250 means the message is
+durable and its reception recorded); a failure to store raises ``StoreFailed`` and nothing is
+acknowledged. Enqueueing the
 metadata with the scheduler follows in its own task: it cannot lose the message (the spool
 holds it; the ``Enqueuer`` retries; the scheduler reconciles with the spool, promptly after an
 ingress connects again), so the client does not wait for one more round trip. ``drain``
@@ -32,7 +35,7 @@ from ingress.message import Stamp, prepare_message
 from ingress.spool_writer import SpoolWriter
 from ingress.suppression import SuppressionChecker
 from petrel import ids, smtp_replies, telemetry
-from petrel.events import EventLog, make_record, trace_id_of
+from petrel.events import EventLog, encode_records, make_record, trace_id_of
 from petrel.faults import fault_point
 from petrel.metrics import observe
 from petrel.routing import normalize_domain
@@ -187,7 +190,8 @@ class Acceptor:
                 idempotency_key=sub.idempotency_key)
             started = time.perf_counter()
             with tracing.step("spool write"):
-                stored = await self._spool.put(meta, prepared.content)
+                stored = await self._spool.put(meta, prepared.content,
+                                               encode_records(reception_records(meta)))
             trace_id = trace_id_of(carrier)
             observe(metrics.SPOOL_WRITE_SECONDS, time.perf_counter() - started, trace_id)
             fault_point("ingress.after_store")
@@ -198,9 +202,8 @@ class Acceptor:
                          extra={"message_id": stored.id})
                 return Accepted(stored.id, duplicate=True)
             metrics.received(sub.reception_protocol, len(recipients))
-            # On disk before the scheduler hears of the message, so a Reception precedes the
-            # message's other records (webhook order, docs/events.md "Order").
-            await self._log_reception(meta)
+            # The Receptions went to disk with the message, before the scheduler can hear of
+            # it, so they precede its other records (webhook order, docs/events.md "Order").
             task = asyncio.create_task(self._enqueue(meta), name="enqueue")
             self._tasks.add(task)
             task.add_done_callback(self._done)
@@ -252,22 +255,16 @@ class Acceptor:
             if not await self._enqueuer.enqueue(meta):
                 span.set_attribute("petrel.enqueue.deferred", True)
 
-    async def _log_reception(self, meta: common_pb2.MessageMeta) -> None:
-        if self._events is None:
-            return
-        records = [
-            make_record("Reception", message_id=meta.id, sender=meta.sender,
-                        recipient=r.address,
-                        queue=queue_name(r.address, meta.tenant, meta.campaign),
-                        size=meta.size, code=250, enhanced_code="2.0.0",
-                        content="Message accepted for delivery", tenant=meta.tenant,
-                        campaign=meta.campaign, trace_context=meta.trace_context,
-                        meta=meta.meta, created_ms=meta.created_unix_ms,
-                        peer=meta.peer_address, reception_protocol=meta.reception_protocol)
-            for r in meta.recipients
-        ]
-        try:
-            await self._events.write(records)
-        except Exception:
-            log.exception("writing Reception events for %s failed", meta.id,
-                          extra={"message_id": meta.id})
+
+def reception_records(meta: common_pb2.MessageMeta) -> list[dict[str, Any]]:
+    """One ``Reception`` record per recipient of a message about to be stored."""
+    return [
+        make_record("Reception", message_id=meta.id, sender=meta.sender, recipient=r.address,
+                    queue=queue_name(r.address, meta.tenant, meta.campaign), size=meta.size,
+                    code=250, enhanced_code="2.0.0", content="Message accepted for delivery",
+                    tenant=meta.tenant, campaign=meta.campaign,
+                    trace_context=meta.trace_context, meta=meta.meta,
+                    created_ms=meta.created_unix_ms, peer=meta.peer_address,
+                    reception_protocol=meta.reception_protocol)
+        for r in meta.recipients
+    ]

@@ -1,6 +1,7 @@
 """Durable writes through ``SpoolService.PutMessages``.
 
-``SpoolWriter.put`` returns only once the spool acknowledged the write as synced, or raises
+``SpoolWriter.put`` returns only once the spool acknowledged the write (and the event records
+sent with it) as synced, or raises
 ``StoreFailed`` carrying the gRPC code ingress answers with: ``RESOURCE_EXHAUSTED`` when the
 spool reports it is full, ``UNAVAILABLE`` for everything else (spool down, stream broken,
 no answer within the deadline, any other per-item error).
@@ -50,9 +51,11 @@ class SpoolWriter:
         self._deadline = deadline
         self._withdrawals = Withdrawals(stub, deadline)
 
-    async def put(self, meta: common_pb2.MessageMeta, body: bytes
+    async def put(self, meta: common_pb2.MessageMeta, body: bytes, records: bytes = b""
                   ) -> spool_pb2.PutMessageResponse:
-        request = spool_pb2.PutMessageRequest(meta=meta, body=body)
+        """Store the message; ``records`` (event JSON lines) are written by the spool with it
+        and acknowledged together."""
+        request = spool_pb2.PutMessageRequest(meta=meta, body=body, records=records)
         try:
             response = await self._caller.call(request, timeout=self._deadline)
         except TimeoutError as exc:

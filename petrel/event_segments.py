@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 SUFFIX = ".jsonl"
 CURSOR_DIR = "cursors"
 # Services whose records causally precede every other service's records of the same message
-# (a Reception is on disk before the message can be scheduled).
-UPSTREAM_SERVICES = frozenset({"ingress"})
+# (a Reception is on disk before the message can be scheduled): the spool writes Receptions
+# with the messages it stores; ingress writes the records of refused recipients and reports.
+UPSTREAM_SERVICES = frozenset({"ingress", "spool"})
 DEFAULT_ROUND_BYTES = 4 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 

@@ -6,9 +6,11 @@ site, size, response{code, enhanced_code, content}, num_attempts, bounce_classif
 timestamp, ...) plus Petrel's tenant, campaign and trace_id.
 
 ``EventLog.write`` returns only once the records are flushed and fsynced, so a caller may
-remove a message from the spool right after its final event was written. Files, rotation and
-retention: ``EventLog`` below and ``petrel.event_segments``; shipping to webhooks:
-``petrel.webhooks``; the whole story: docs/events.md.
+remove a message from the spool right after its final event was written. ``encode_records``
+gives the bytes ``EventLog.append`` takes from a thread that already does blocking I/O (the
+spool's writer appends the Reception records that ingress sends along with a message).
+Files, rotation and retention: ``EventLog`` below and ``petrel.event_segments``; shipping to
+webhooks: ``petrel.webhooks``; the whole story: docs/events.md.
 """
 
 from __future__ import annotations
@@ -105,6 +107,11 @@ def make_record(record_type: str, *, message_id: str, sender: str, recipient: st
     return record
 
 
+def encode_records(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """``records`` as the JSON lines an event log holds (one per record, each ending in LF)."""
+    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+
+
 class EventLog:
     """Append-only JSON-lines log of one writer, in segments
     ``<dir>/<name>[.<instance>].<start_unix_ms>.jsonl`` (see ``petrel.event_segments``).
@@ -157,14 +164,15 @@ class EventLog:
         """Append ``records``; returns once they are on disk."""
         if not records:
             return
-        data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
-        await self._committer.submit(data)
+        await self._committer.submit(encode_records(records))
 
     async def _flush(self, chunks: list[bytes]) -> list[None]:
-        await asyncio.to_thread(self._write_sync, b"".join(chunks))
+        await asyncio.to_thread(self.append, b"".join(chunks))
         return [None] * len(chunks)
 
-    def _write_sync(self, data: bytes) -> None:
+    def append(self, data: bytes) -> None:
+        """Append whole JSON lines (``encode_records``) and fsync them; blocking. Calls must
+        not overlap each other or ``write`` (one writing thread at a time)."""
         now = self._clock()
         if self._size and self._rotation_due(len(data), now):
             self._file.close()

@@ -32,6 +32,9 @@ class PutOp:
     meta: bytes
     body: bytes
     idempotency_key: str = ""
+    # Event records to append once the message is stored (``spool.store``); not the
+    # backend's business.
+    records: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import logging
 from grpc_health.v1 import health
 
 from petrel.config import Config, split_hostport
+from petrel.events import EventLog
 from petrel.metrics import ready_fields
 from petrel.rpc import create_server, set_serving
 from petrel.runtime import print_ready, run_service
@@ -42,8 +43,11 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     free_space = FreeSpaceGuard(
         config.spool_path if config.spool.backend == "rocksdb" else None,
         config.spool.min_free_bytes)
+    # Where the Reception records that ingress sends with each message are written.
+    events = await asyncio.to_thread(EventLog.from_config, config, "spool")
     spool = Spool(backend, max_batch=config.spool.group_commit_max_batch,
-                  max_delay=config.spool.group_commit_max_delay, free_space=free_space)
+                  max_delay=config.spool.group_commit_max_delay, free_space=free_space,
+                  events=events)
     try:
         server, health_servicer, port = create_server(config.spool.listen, [
             (spool_pb2_grpc.add_SpoolServiceServicer_to_server, SpoolServicer(spool),

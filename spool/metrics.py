@@ -18,7 +18,7 @@ METRICS = ServiceMetrics("spool")
 _OP_NAMES: dict[type, str] = {PutOp: "put", ReplaceMetaOp: "replace_meta", RemoveOp: "remove"}
 WRITE_OPS = ("put", "replace_meta", "remove")
 READ_OPS = ("get", "scan")
-ERROR_OPS = ("write", "read", "scan", "health")
+ERROR_OPS = ("write", "read", "scan", "health", "events")
 
 WRITES = METRICS.counter(
     "petrel_spool_writes",
@@ -37,7 +37,8 @@ READS = METRICS.counter("petrel_spool_reads", "Read operations, by op: get, scan
                         initial=[(op,) for op in READ_OPS])
 ERRORS = METRICS.counter(
     "petrel_spool_errors",
-    "Backend calls that failed, by op: write (a whole batch), read, scan, health.",
+    "Backend calls that failed, by op: write (a whole batch), read, scan, health; events: "
+    "appending the Reception records of stored messages to the event log.",
     ["op"], initial=[(op,) for op in ERROR_OPS])
 STORED_MESSAGES = METRICS.gauge("petrel_spool_stored_messages", "Messages in the spool now.")
 DISK_USAGE = METRICS.gauge(

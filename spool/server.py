@@ -83,7 +83,7 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
             meta.id = new_message_id()
         meta.size = len(request.body)
         op = PutOp(meta.id, meta.SerializeToString(deterministic=True), request.body,
-                   meta.idempotency_key)
+                   meta.idempotency_key, request.records)
         try:
             result = await self._spool.write(op, meta.trace_context)
         except Exception as exc:

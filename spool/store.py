@@ -2,8 +2,12 @@
 
 ``Spool.write(op)`` queues the operation with every other write arriving meanwhile (from any
 stream) and returns its result once the batch holding it has been written and synced by the
-backend in the single writer thread. Reads run on a small reader pool beside the writer, the
-reads that arrive together in one hand-off.
+backend in the single writer thread. In the same thread, right after that commit, the event
+records carried by the batch's newly stored messages (``PutOp.records``: their Receptions) are
+appended to the spool's event log and fsynced; a failure there is logged and does not fail
+the writes, which are already durable (the records are then missing, not late).
+Reads run on a small reader pool beside the writer, the reads that arrive together in one
+hand-off.
 A backend failure raises from ``write``/``get``/``scan``; ``status_for_error`` says which gRPC
 status the caller should see.
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 import grpc
 
 from petrel.batching import GroupCommitter
+from petrel.events import EventLog
 from petrel.faults import fault_point
 from spool import metrics, tracing
 from spool.backend import Op, OpResult, PutOp, SpoolBackend, StoredMessage
@@ -65,8 +70,10 @@ class FreeSpaceGuard:
 
 class Spool:
     def __init__(self, backend: SpoolBackend, *, max_batch: int = 1024, max_delay: float = 0.0,
-                 read_workers: int = 2, free_space: FreeSpaceGuard | None = None) -> None:
+                 read_workers: int = 2, free_space: FreeSpaceGuard | None = None,
+                 events: EventLog | None = None) -> None:
         self.backend = backend
+        self.events = events
         self.free_space = free_space or FreeSpaceGuard(None, 0)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="spool-writer")
         self._readers = ThreadPoolExecutor(read_workers, thread_name_prefix="spool-reader")
@@ -93,13 +100,27 @@ class Spool:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._writer, self.backend.write, ops)
+            results = await loop.run_in_executor(self._writer, self._commit, ops)
         except Exception as exc:
             metrics.ERRORS.labels("write").inc()
             log.warning("spool write of %d operations failed: %s", len(ops), exc)
             raise
         metrics.committed(ops, time.perf_counter() - started)
         fault_point("spool.after_commit")
+        return results
+
+    def _commit(self, ops: list[Op]) -> list[OpResult]:
+        """The writer thread's work for one batch: the backend's synced write, then the
+        records of the messages it stored."""
+        results = self.backend.write(ops)
+        records = b"".join(op.records for op, result in zip(ops, results, strict=True)
+                           if isinstance(op, PutOp) and op.records and not result.duplicate)
+        if records and self.events is not None:
+            try:
+                self.events.append(records)
+            except Exception:
+                metrics.ERRORS.labels("events").inc()
+                log.exception("appending %d bytes of event records failed", len(records))
         return results
 
     async def _traced_flush(self, ops: list[Op]) -> list[OpResult]:
@@ -165,6 +186,8 @@ class Spool:
         await self._committer.close()
         await self._read_group.close()
         await asyncio.to_thread(self._shutdown)
+        if self.events is not None:
+            await self.events.close()
 
     def _shutdown(self) -> None:
         self._readers.shutdown(wait=True)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from petrel.v1 import common_pb2 as petrel_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15petrel/v1/spool.proto\x12\tpetrel.v1\x1a\x16petrel/v1/common.proto\"T\n\x11PutMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12$\n\x04meta\x18\x02 \x01(\x0b\x32\x16.petrel.v1.MessageMeta\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"g\n\x12PutMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12%\n\x06status\x18\x04 \x01(\x0b\x32\x15.petrel.v1.ItemStatus\">\n\x0fPutMessageBatch\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.petrel.v1.PutMessageRequest\"G\n\x17PutMessageResponseBatch\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.petrel.v1.PutMessageResponse\"@\n\x12ReadMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\twant_body\x18\x03 \x01(\x08\"\x8c\x01\n\x13ReadMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12$\n\x04meta\x18\x03 \x01(\x0b\x32\x16.petrel.v1.MessageMeta\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12%\n\x06status\x18\x05 \x01(\x0b\x32\x15.petrel.v1.ItemStatus\"@\n\x10ReadMessageBatch\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.petrel.v1.ReadMessageRequest\"I\n\x18ReadMessageResponseBatch\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.petrel.v1.ReadMessageResponse\"n\n\x14UpdateMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12.\n\x0creplace_meta\x18\x02 \x01(\x0b\x32\x16.petrel.v1.MessageMetaH\x00\x12\x13\n\tremove_id\x18\x03 \x01(\tH\x00\x42\x04\n\x02op\"Z\n\x15UpdateMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.petrel.v1.ItemStatus\"D\n\x12UpdateMessageBatch\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.petrel.v1.UpdateMessageRequest\"M\n\x1aUpdateMessageResponseBatch\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .petrel.v1.UpdateMessageResponse\";\n\x13ScanMessagesRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\"@\n\x14ScanMessagesResponse\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.petrel.v1.MessageMeta\"2\n\x11GetMessageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\twant_body\x18\x02 \x01(\x08\"H\n\x12GetMessageResponse\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.petrel.v1.MessageMeta\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"\x16\n\x14GetSpoolStatsRequest\"e\n\x15GetSpoolStatsResponse\x12\x10\n\x08messages\x18\x01 \x01(\x04\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommits\x18\x03 \x01(\x04\x12\x18\n\x10\x63ommitted_writes\x18\x04 \x01(\x04\x32\x93\x06\n\x0cSpoolService\x12N\n\x0bPutMessages\x12\x1c.petrel.v1.PutMessageRequest\x1a\x1d.petrel.v1.PutMessageResponse(\x01\x30\x01\x12Q\n\x0cReadMessages\x12\x1d.petrel.v1.ReadMessageRequest\x1a\x1e.petrel.v1.ReadMessageResponse(\x01\x30\x01\x12W\n\x0eUpdateMessages\x12\x1f.petrel.v1.UpdateMessageRequest\x1a .petrel.v1.UpdateMessageResponse(\x01\x30\x01\x12W\n\x11PutMessageBatches\x12\x1a.petrel.v1.PutMessageBatch\x1a\".petrel.v1.PutMessageResponseBatch(\x01\x30\x01\x12Z\n\x12ReadMessageBatches\x12\x1b.petrel.v1.ReadMessageBatch\x1a#.petrel.v1.ReadMessageResponseBatch(\x01\x30\x01\x12`\n\x14UpdateMessageBatches\x12\x1d.petrel.v1.UpdateMessageBatch\x1a%.petrel.v1.UpdateMessageResponseBatch(\x01\x30\x01\x12Q\n\x0cScanMessages\x12\x1e.petrel.v1.ScanMessagesRequest\x1a\x1f.petrel.v1.ScanMessagesResponse0\x01\x12I\n\nGetMessage\x12\x1c.petrel.v1.GetMessageRequest\x1a\x1d.petrel.v1.GetMessageResponse\x12R\n\rGetSpoolStats\x12\x1f.petrel.v1.GetSpoolStatsRequest\x1a .petrel.v1.GetSpoolStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15petrel/v1/spool.proto\x12\tpetrel.v1\x1a\x16petrel/v1/common.proto\"e\n\x11PutMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12$\n\x04meta\x18\x02 \x01(\x0b\x32\x16.petrel.v1.MessageMeta\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x0f\n\x07records\x18\x04 \x01(\x0c\"g\n\x12PutMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12%\n\x06status\x18\x04 \x01(\x0b\x32\x15.petrel.v1.ItemStatus\">\n\x0fPutMessageBatch\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.petrel.v1.PutMessageRequest\"G\n\x17PutMessageResponseBatch\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.petrel.v1.PutMessageResponse\"@\n\x12ReadMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\twant_body\x18\x03 \x01(\x08\"\x8c\x01\n\x13ReadMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12$\n\x04meta\x18\x03 \x01(\x0b\x32\x16.petrel.v1.MessageMeta\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12%\n\x06status\x18\x05 \x01(\x0b\x32\x15.petrel.v1.ItemStatus\"@\n\x10ReadMessageBatch\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.petrel.v1.ReadMessageRequest\"I\n\x18ReadMessageResponseBatch\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.petrel.v1.ReadMessageResponse\"n\n\x14UpdateMessageRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12.\n\x0creplace_meta\x18\x02 \x01(\x0b\x32\x16.petrel.v1.MessageMetaH\x00\x12\x13\n\tremove_id\x18\x03 \x01(\tH\x00\x42\x04\n\x02op\"Z\n\x15UpdateMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.petrel.v1.ItemStatus\"D\n\x12UpdateMessageBatch\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.petrel.v1.UpdateMessageRequest\"M\n\x1aUpdateMessageResponseBatch\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .petrel.v1.UpdateMessageResponse\";\n\x13ScanMessagesRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\"@\n\x14ScanMessagesResponse\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.petrel.v1.MessageMeta\"2\n\x11GetMessageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\twant_body\x18\x02 \x01(\x08\"H\n\x12GetMessageResponse\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.petrel.v1.MessageMeta\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"\x16\n\x14GetSpoolStatsRequest\"e\n\x15GetSpoolStatsResponse\x12\x10\n\x08messages\x18\x01 \x01(\x04\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommits\x18\x03 \x01(\x04\x12\x18\n\x10\x63ommitted_writes\x18\x04 \x01(\x04\x32\x93\x06\n\x0cSpoolService\x12N\n\x0bPutMessages\x12\x1c.petrel.v1.PutMessageRequest\x1a\x1d.petrel.v1.PutMessageResponse(\x01\x30\x01\x12Q\n\x0cReadMessages\x12\x1d.petrel.v1.ReadMessageRequest\x1a\x1e.petrel.v1.ReadMessageResponse(\x01\x30\x01\x12W\n\x0eUpdateMessages\x12\x1f.petrel.v1.UpdateMessageRequest\x1a .petrel.v1.UpdateMessageResponse(\x01\x30\x01\x12W\n\x11PutMessageBatches\x12\x1a.petrel.v1.PutMessageBatch\x1a\".petrel.v1.PutMessageResponseBatch(\x01\x30\x01\x12Z\n\x12ReadMessageBatches\x12\x1b.petrel.v1.ReadMessageBatch\x1a#.petrel.v1.ReadMessageResponseBatch(\x01\x30\x01\x12`\n\x14UpdateMessageBatches\x12\x1d.petrel.v1.UpdateMessageBatch\x1a%.petrel.v1.UpdateMessageResponseBatch(\x01\x30\x01\x12Q\n\x0cScanMessages\x12\x1e.petrel.v1.ScanMessagesRequest\x1a\x1f.petrel.v1.ScanMessagesResponse0\x01\x12I\n\nGetMessage\x12\x1c.petrel.v1.GetMessageRequest\x1a\x1d.petrel.v1.GetMessageResponse\x12R\n\rGetSpoolStats\x12\x1f.petrel.v1.GetSpoolStatsRequest\x1a .petrel.v1.GetSpoolStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,41 +33,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petrel.v1.spool_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PUTMESSAGEREQUEST']._serialized_start=60
-  _globals['_PUTMESSAGEREQUEST']._serialized_end=144
-  _globals['_PUTMESSAGERESPONSE']._serialized_start=146
-  _globals['_PUTMESSAGERESPONSE']._serialized_end=249
-  _globals['_PUTMESSAGEBATCH']._serialized_start=251
-  _globals['_PUTMESSAGEBATCH']._serialized_end=313
-  _globals['_PUTMESSAGERESPONSEBATCH']._serialized_start=315
-  _globals['_PUTMESSAGERESPONSEBATCH']._serialized_end=386
-  _globals['_READMESSAGEREQUEST']._serialized_start=388
-  _globals['_READMESSAGEREQUEST']._serialized_end=452
-  _globals['_READMESSAGERESPONSE']._serialized_start=455
-  _globals['_READMESSAGERESPONSE']._serialized_end=595
-  _globals['_READMESSAGEBATCH']._serialized_start=597
-  _globals['_READMESSAGEBATCH']._serialized_end=661
-  _globals['_READMESSAGERESPONSEBATCH']._serialized_start=663
-  _globals['_READMESSAGERESPONSEBATCH']._serialized_end=736
-  _globals['_UPDATEMESSAGEREQUEST']._serialized_start=738
-  _globals['_UPDATEMESSAGEREQUEST']._serialized_end=848
-  _globals['_UPDATEMESSAGERESPONSE']._serialized_start=850
-  _globals['_UPDATEMESSAGERESPONSE']._serialized_end=940
-  _globals['_UPDATEMESSAGEBATCH']._serialized_start=942
-  _globals['_UPDATEMESSAGEBATCH']._serialized_end=1010
-  _globals['_UPDATEMESSAGERESPONSEBATCH']._serialized_start=1012
-  _globals['_UPDATEMESSAGERESPONSEBATCH']._serialized_end=1089
-  _globals['_SCANMESSAGESREQUEST']._serialized_start=1091
-  _globals['_SCANMESSAGESREQUEST']._serialized_end=1150
-  _globals['_SCANMESSAGESRESPONSE']._serialized_start=1152
-  _globals['_SCANMESSAGESRESPONSE']._serialized_end=1216
-  _globals['_GETMESSAGEREQUEST']._serialized_start=1218
-  _globals['_GETMESSAGEREQUEST']._serialized_end=1268
-  _globals['_GETMESSAGERESPONSE']._serialized_start=1270
-  _globals['_GETMESSAGERESPONSE']._serialized_end=1342
-  _globals['_GETSPOOLSTATSREQUEST']._serialized_start=1344
-  _globals['_GETSPOOLSTATSREQUEST']._serialized_end=1366
-  _globals['_GETSPOOLSTATSRESPONSE']._serialized_start=1368
-  _globals['_GETSPOOLSTATSRESPONSE']._serialized_end=1469
-  _globals['_SPOOLSERVICE']._serialized_start=1472
-  _globals['_SPOOLSERVICE']._serialized_end=2259
+  _globals['_PUTMESSAGEREQUEST']._serialized_end=161
+  _globals['_PUTMESSAGERESPONSE']._serialized_start=163
+  _globals['_PUTMESSAGERESPONSE']._serialized_end=266
+  _globals['_PUTMESSAGEBATCH']._serialized_start=268
+  _globals['_PUTMESSAGEBATCH']._serialized_end=330
+  _globals['_PUTMESSAGERESPONSEBATCH']._serialized_start=332
+  _globals['_PUTMESSAGERESPONSEBATCH']._serialized_end=403
+  _globals['_READMESSAGEREQUEST']._serialized_start=405
+  _globals['_READMESSAGEREQUEST']._serialized_end=469
+  _globals['_READMESSAGERESPONSE']._serialized_start=472
+  _globals['_READMESSAGERESPONSE']._serialized_end=612
+  _globals['_READMESSAGEBATCH']._serialized_start=614
+  _globals['_READMESSAGEBATCH']._serialized_end=678
+  _globals['_READMESSAGERESPONSEBATCH']._serialized_start=680
+  _globals['_READMESSAGERESPONSEBATCH']._serialized_end=753
+  _globals['_UPDATEMESSAGEREQUEST']._serialized_start=755
+  _globals['_UPDATEMESSAGEREQUEST']._serialized_end=865
+  _globals['_UPDATEMESSAGERESPONSE']._serialized_start=867
+  _globals['_UPDATEMESSAGERESPONSE']._serialized_end=957
+  _globals['_UPDATEMESSAGEBATCH']._serialized_start=959
+  _globals['_UPDATEMESSAGEBATCH']._serialized_end=1027
+  _globals['_UPDATEMESSAGERESPONSEBATCH']._serialized_start=1029
+  _globals['_UPDATEMESSAGERESPONSEBATCH']._serialized_end=1106
+  _globals['_SCANMESSAGESREQUEST']._serialized_start=1108
+  _globals['_SCANMESSAGESREQUEST']._serialized_end=1167
+  _globals['_SCANMESSAGESRESPONSE']._serialized_start=1169
+  _globals['_SCANMESSAGESRESPONSE']._serialized_end=1233
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1235
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1285
+  _globals['_GETMESSAGERESPONSE']._serialized_start=1287
+  _globals['_GETMESSAGERESPONSE']._serialized_end=1359
+  _globals['_GETSPOOLSTATSREQUEST']._serialized_start=1361
+  _globals['_GETSPOOLSTATSREQUEST']._serialized_end=1383
+  _globals['_GETSPOOLSTATSRESPONSE']._serialized_start=1385
+  _globals['_GETSPOOLSTATSRESPONSE']._serialized_end=1486
+  _globals['_SPOOLSERVICE']._serialized_start=1489
+  _globals['_SPOOLSERVICE']._serialized_end=2276
 # @@protoc_insertion_point(module_scope)

@@ -26,9 +26,16 @@ class PutMessageRequest(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     META_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Client-chosen correlation number, echoed in the response."""
     body: _builtins.bytes
+    records: _builtins.bytes
+    """Event records of the message's reception (JSON lines, docs/events.md). The spool appends
+    them to its event log right after the commit that stores the message, before it answers,
+    so an acknowledged put is both stored and recorded in one round; a duplicate (nothing
+    stored) writes none.
+    """
     @_builtins.property
     def meta(self) -> _common_pb2.MessageMeta: ...
     def __init__(
@@ -37,10 +44,11 @@ class PutMessageRequest(_message.Message):
         seq: _builtins.int = ...,
         meta: _common_pb2.MessageMeta | None = ...,
         body: _builtins.bytes = ...,
+        records: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "meta", b"meta", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "meta", b"meta", "records", b"records", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

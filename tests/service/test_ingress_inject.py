@@ -48,7 +48,7 @@ def request(**fields: object) -> ingress_pb2.InjectMessageRequest:
 
 
 async def test_unary_inject_is_durable_and_stamped(
-        stub: ingress_pb2_grpc.InjectServiceStub, spool: SpoolProcess, tmp_path: Path) -> None:
+        stub: ingress_pb2_grpc.InjectServiceStub, spool: SpoolProcess) -> None:
     response = await stub.InjectMessage(
         request(tenant="acme", campaign="c1", meta={"k": "v"},
                 content=CONTENT.replace(b"\r\n", b"\n")),
@@ -66,7 +66,7 @@ async def test_unary_inject_is_durable_and_stamped(
     assert meta.reception_protocol == "GRPC"
     assert meta.peer_address == "127.0.0.1"
     assert meta.trace_context["traceparent"] == PARENT
-    events = [e for e in read_events(tmp_path / "events") if e["id"] == response.id]
+    events = [e for e in read_events(spool.data_dir / "events") if e["id"] == response.id]
     assert [(e["type"], e["recipient"]) for e in events] == [("Reception", "b@example.net")]
 
 
@@ -130,7 +130,7 @@ async def test_streaming_inject_answers_every_request_by_seq(
 
 
 async def test_idempotency_key_within_a_stream_and_across_a_retry(
-        stub: ingress_pb2_grpc.InjectServiceStub, spool: SpoolProcess, tmp_path: Path) -> None:
+        stub: ingress_pb2_grpc.InjectServiceStub, spool: SpoolProcess) -> None:
     before = await spool_count(spool.address)
     first = [request(seq=1, idempotency_key="key-1"), request(seq=2, idempotency_key="key-1"),
              request(seq=3, idempotency_key="key-2")]
@@ -146,7 +146,7 @@ async def test_idempotency_key_within_a_stream_and_across_a_retry(
     unary = await stub.InjectMessage(request(idempotency_key="key-2"), timeout=10)
     assert (unary.id, unary.duplicate) == (answers[3].id, True)
     assert await spool_count(spool.address) == before + 2
-    receptions = [e for e in read_events(tmp_path / "events") if e["id"] == answers[1].id]
+    receptions = [e for e in read_events(spool.data_dir / "events") if e["id"] == answers[1].id]
     assert len(receptions) == 1
 
 

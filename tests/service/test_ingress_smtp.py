@@ -50,7 +50,7 @@ async def test_ehlo_advertises_extensions(ingress: Ingress) -> None:
 
 
 async def test_accepted_message_is_stored_byte_exact_with_our_headers(
-        ingress: Ingress, spool: SpoolProcess, tmp_path: Path) -> None:
+        ingress: Ingress, spool: SpoolProcess) -> None:
     original = (b"From: Sender <sender@example.com>\r\nTo: rcpt@example.net\r\n"
                 b"X-Tenant: acme\r\nSubject: hello\r\nX-Campaign: spring\r\n"
                 b"Traceparent: " + PARENT.encode() + b"\r\n\r\n"
@@ -88,7 +88,7 @@ async def test_accepted_message_is_stored_byte_exact_with_our_headers(
     assert meta.trace_context["traceparent"] == PARENT
     assert meta.created_unix_ms > 0
 
-    events = [e for e in read_events(tmp_path / "events") if e["id"] == message_id]
+    events = [e for e in read_events(spool.data_dir / "events") if e["id"] == message_id]
     assert sorted(e["recipient"] for e in events) == ["rcpt@example.net", "two@example.org"]
     assert {e["type"] for e in events} == {"Reception"}
     assert events[0]["trace_id"] == PARENT.split("-")[1]

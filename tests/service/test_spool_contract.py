@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from petrel.config import load_config
+from petrel.events import EventLog, encode_records, make_record, read_events
 from petrel.ids import new_message_id
 from petrel.rpc import StreamCaller, create_channel, create_server
 from petrel.v1 import common_pb2, spool_pb2, spool_pb2_grpc
@@ -203,8 +204,8 @@ class Running:
 
 
 @pytest.fixture
-async def service(backend: SpoolBackend) -> AsyncIterator[Running]:
-    spool = Spool(backend)
+async def service(backend: SpoolBackend, tmp_path: Path) -> AsyncIterator[Running]:
+    spool = Spool(backend, events=EventLog(tmp_path / "events", "spool"))
     server, _, port = create_server("127.0.0.1:0", [
         (spool_pb2_grpc.add_SpoolServiceServicer_to_server, SpoolServicer(spool), SERVICE_NAME)])
     await server.start()
@@ -280,6 +281,50 @@ async def test_idempotency_key_over_grpc(service: Running) -> None:
         await caller.close()
     assert (second.id, second.duplicate, first.duplicate) == (first.id, True, False)
     assert (await service.get(first.id)).body == b"one"
+
+
+def reception(message_id: str, recipient: str) -> dict[str, object]:
+    return make_record("Reception", message_id=message_id, sender="s@example.com",
+                       recipient=recipient, code=250)
+
+
+async def test_reception_records_are_written_with_the_message_they_came_with(
+        service: Running, tmp_path: Path) -> None:
+    """A put's records are on disk when it is answered; a duplicate (nothing stored) and a
+    put without records write none."""
+    ids = [new_message_id() for _ in range(3)]
+    caller = service.putter()
+    try:
+        first = put_request(b"one", id=ids[0], idempotency_key="k-1")
+        first.records = encode_records([reception(ids[0], "a@example.net"),
+                                        reception(ids[0], "b@example.net")])
+        stored = await caller.call(first, TIMEOUT)
+        again = put_request(b"one", id=ids[1], idempotency_key="k-1")
+        again.records = encode_records([reception(ids[1], "a@example.net")])
+        duplicate = await caller.call(again, TIMEOUT)
+        plain = await caller.call(put_request(b"two", id=ids[2]), TIMEOUT)
+    finally:
+        await caller.close()
+    assert (stored.duplicate, duplicate.duplicate, plain.duplicate) == (False, True, False)
+    written = [(e["type"], e["id"], e["recipient"]) for e in read_events(tmp_path / "events")]
+    assert written == [("Reception", ids[0], "a@example.net"),
+                       ("Reception", ids[0], "b@example.net")]
+
+
+async def test_a_failed_record_append_does_not_fail_the_stored_message(
+        service: Running) -> None:
+    assert service.spool.events is not None
+    await service.spool.events.close()  # every later append fails
+    message_id = new_message_id()
+    request = put_request(b"body", id=message_id)
+    request.records = encode_records([reception(message_id, "a@example.net")])
+    caller = service.putter()
+    try:
+        answer = await caller.call(request, TIMEOUT)
+    finally:
+        await caller.close()
+    assert (answer.status.code, answer.id) == (0, message_id)
+    assert (await service.get(message_id)).body == b"body"
 
 
 async def test_invalid_items_name_the_field(service: Running) -> None:
