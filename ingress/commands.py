@@ -51,15 +51,16 @@ def line_limit(verb: str, limit: int = MAX_COMMAND_LINE) -> int:
     return limit + MAIL_PARAMETER_OCTETS if verb == "MAIL" else limit
 
 
-def check_command_line(line: bytes, limit: int = MAX_COMMAND_LINE) -> str | None:
+def check_command_line(line: bytes, limit: int = MAX_COMMAND_LINE,
+                       verb: str | None = None) -> str | None:
     """The canonical refusal for ``line`` (read up to and including its first LF), or
-    ``None`` when it is acceptable."""
+    ``None`` when it is acceptable. ``verb``: ``verb_of(line)`` when the caller has it."""
     if not line.endswith(CRLF) or b"\r" in line[:-2] or b"\n" in line[:-2]:
         return smtp_replies.BARE_LINE_ENDING_COMMAND
-    text = line[:-2]
-    if _CONTROL.search(text):
+    if _CONTROL.search(line, 0, len(line) - 2):
         return smtp_replies.INVALID_CHARACTER
-    if len(line) > line_limit(verb_of(line), limit):
+    if len(line) > limit and len(line) > line_limit(verb_of(line) if verb is None else verb,
+                                                    limit):
         return smtp_replies.COMMAND_TOO_LONG
     return None
 

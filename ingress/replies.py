@@ -28,6 +28,8 @@ _RAW_2XX_VERBS = {"EHLO", "HELO", "HELP"}
 
 def normalize_reply(line: str, verb: str) -> str:
     """The reply to send instead of ``line`` (one line, no CRLF) while handling ``verb``."""
+    if line[:1] == "2" and _HAS_ENHANCED.match(line):
+        return line  # the common case: a success that already carries its enhanced code
     if line.startswith("552 Error:"):
         return smtp_replies.TOO_BIG
     if line.startswith("553 5.1.3 Error: malformed address"):

@@ -32,11 +32,10 @@ import ipaddress
 import logging
 import ssl
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ingress import metrics
 from ingress.acceptor import Acceptor, RecipientsSuppressed, Submission
@@ -264,7 +263,6 @@ class PetrelSMTP(StrictSMTP):
     def __init__(self, handler: SmtpHandler, *, connections: set[PetrelSMTP],
                  **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self._verb = ""
         self._connections = connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -274,44 +272,11 @@ class PetrelSMTP(StrictSMTP):
         self._connections.add(self)
         metrics.SMTP_CONNECTIONS.inc()
 
-    @contextlib.contextmanager
-    def _handling(self, verb: str) -> Iterator[None]:
-        self._verb = verb
-        try:
-            yield
-        finally:
-            self._verb = ""
-
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
-            status = normalize_reply(status, self._verb)
+            status = normalize_reply(status, self.verb)
             metrics.smtp_reply(status)
         await super().push(status)
-
-    @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str) -> None:
-        with self._handling("EHLO"):
-            await super().smtp_EHLO(hostname)
-
-    @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str) -> None:
-        with self._handling("HELO"):
-            await super().smtp_HELO(hostname)
-
-    @syntax("HELP [command]")
-    async def smtp_HELP(self, arg: str) -> None:
-        with self._handling("HELP"):
-            await super().smtp_HELP(arg)
-
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        with self._handling("MAIL"):
-            await super().smtp_MAIL(arg)
-
-    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        with self._handling("RCPT"):
-            await super().smtp_RCPT(arg)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._connections.discard(self)

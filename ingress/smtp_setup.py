@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, _AuthMechAttr, login_always_fail
@@ -64,18 +64,45 @@ def _handler_tables(handler: Any) -> tuple[dict[str, _AuthMechAttr], dict[str, A
     return tables
 
 
+class BoundCommands(Mapping[str, Callable[..., Any]]):
+    """A protocol's ``smtp_*`` methods by command name, bound when looked up (a session uses
+    five or six of the twenty-odd commands; binding them all cost every connection)."""
+
+    __slots__ = ("_functions", "_protocol")
+
+    def __init__(self, protocol: SMTP, functions: dict[str, Callable[..., Any]]) -> None:
+        self._protocol = protocol
+        self._functions = functions
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self._functions[name].__get__(self._protocol)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        function = self._functions.get(name)
+        return default if function is None else function.__get__(self._protocol)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._functions)
+
+    def __len__(self) -> int:
+        return len(self._functions)
+
+
 def setup_smtp(protocol: SMTP, handler: Any, *, loop: asyncio.AbstractEventLoop,
                hostname: str, ident: str, timeout: float, data_size_limit: int | None,
                enable_SMTPUTF8: bool, decode_data: bool, tls_context: ssl.SSLContext | None,
                auth_require_tls: bool, auth_exclude_mechanism: Iterable[str] = (),
-               authenticator: Any = None, require_starttls: bool = False) -> None:
+               authenticator: Any = None, require_starttls: bool = False,
+               reader: asyncio.StreamReader | None = None) -> None:
     """Initialise ``protocol`` as ``SMTP.__init__(handler, ...)`` would with these options
-    (no AUTH requirement, no command call limit, no PROXY protocol)."""
+    (no AUTH requirement, no command call limit, no PROXY protocol), reading from ``reader``
+    (by default a plain ``StreamReader`` with aiosmtpd's line limit)."""
     protocol.__ident__ = ident
     protocol.loop = loop
+    if reader is None:
+        reader = asyncio.StreamReader(loop=loop, limit=protocol.line_length_limit)
     asyncio.StreamReaderProtocol.__init__(
-        protocol, asyncio.StreamReader(loop=loop, limit=protocol.line_length_limit),
-        client_connected_cb=protocol._cb_client_connected, loop=loop)
+        protocol, reader, client_connected_cb=protocol._cb_client_connected, loop=loop)
     protocol.event_handler = handler
     protocol.data_size_limit = data_size_limit
     protocol.enable_SMTPUTF8 = enable_SMTPUTF8
@@ -113,6 +140,6 @@ def setup_smtp(protocol: SMTP, handler: Any, *, loop: asyncio.AbstractEventLoop,
     protocol._auth_methods = auth_methods
     protocol._handle_hooks = hooks
     protocol._ehlo_hook_ver = ehlo_version
-    protocol._smtp_methods = {name: function.__get__(protocol)
-                              for name, function in class_commands.items()}
+    # aiosmtpd declares a dict; it only calls .get() on it and iterates it.
+    protocol._smtp_methods = BoundCommands(protocol, class_commands)  # type: ignore[assignment]
     protocol._enforce_call_limit = False

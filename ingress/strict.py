@@ -27,7 +27,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
+from aiosmtpd.smtp import (
+    ALLOWED_BEFORE_STARTTLS,
+    BOGUS_LIMIT,
+    MISSING,
+    SMTP,
+    TLSSetupException,
+    syntax,
+)
 
 from ingress.addresses import PathError, parse_path
 from ingress.commands import (
@@ -141,8 +148,11 @@ class StrictSMTP(SMTP):
     def __init__(self, handler: Any, *, config: IngressConfig,
                  limiter: ConnectionLimiter | None, trusted: Callable[[str], bool],
                  **kwargs: Any) -> None:
+        limit = max(config.max_line_length, line_limit("MAIL", config.max_command_line)) + 2
+        self._session_reader = SessionReader(self, limit, kwargs["loop"])
         # Not SMTP.__init__: it re-introspects the class on every connection (smtp_setup).
-        setup_smtp(self, handler, timeout=config.command_timeout, **kwargs)
+        setup_smtp(self, handler, timeout=config.command_timeout,
+                   reader=self._session_reader, **kwargs)
         self._config = config
         self._limiter = limiter
         self._trusted = trusted
@@ -153,16 +163,11 @@ class StrictSMTP(SMTP):
         self._junk = 0
         self._close_after_reply = False
         self._continued: list[bytes] = []
-        self._path_verb = ""
+        # The command being run ("" between commands).
+        self.verb = ""
         self._data_deadline: RequestDeadline | None = None
         self._deadline_at = 0.0
         self._timer_armed = False
-        limit = max(config.max_line_length, line_limit("MAIL", config.max_command_line)) + 2
-        self._session_reader = SessionReader(self, limit, self.loop)
-        # Re-initialise the stream protocol around our reader (nothing is connected yet).
-        asyncio.StreamReaderProtocol.__init__(self, self._session_reader,
-                                              client_connected_cb=self._cb_client_connected,
-                                              loop=self.loop)
         # aiosmtpd keeps these limits in a class-level dict that every EHLO grows; ours are
         # enforced by the reader.
         self.command_size_limits = collections.defaultdict(lambda: _UNLIMITED)
@@ -223,7 +228,104 @@ class StrictSMTP(SMTP):
             log.info("%s talked before the greeting", self.peer_ip, extra={"peer": self.peer_ip})
             self.hang_up(smtp_replies.SYNC_ERROR)
             return
-        await super()._handle_client()
+        await self._serve_commands()
+
+    async def _serve_commands(self) -> None:
+        """Greet, then read and run commands until the connection goes.
+
+        The command loop of aiosmtpd's ``SMTP._handle_client`` (release pinned in
+        pyproject.toml) for the options we use (no PROXY protocol, no command call limits,
+        no per-command size limits: the reader enforces ours), with the same replies and
+        exception handling, minus its two log calls per line, which sanitized and formatted
+        the line even with the logger off. ``verb`` names the command being run."""
+        assert self.session is not None
+        await self.push(f"220 {self.hostname} {self.__ident__}")
+        bogus_budget = BOGUS_LIMIT
+        reader = self._session_reader
+        while self.transport is not None:
+            try:
+                try:
+                    line = await reader.readuntil()
+                except asyncio.LimitOverrunError as error:
+                    # Too long: read through its end (the reader then refuses it).
+                    await reader.read(error.consumed)
+                    while True:
+                        try:
+                            await reader.readuntil()
+                            break
+                        except asyncio.LimitOverrunError as more:
+                            await reader.read(more.consumed)
+                    await self.push("500 Command line too long")
+                    continue
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    await self.push("500 Error: bad syntax")
+                    continue
+                command_bytes, _, arg_bytes = line.partition(b" ")
+                try:
+                    command = command_bytes.upper().decode("ascii")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: bad syntax")
+                    continue
+                arg: str | None = None
+                if arg_bytes:
+                    arg_bytes = arg_bytes.strip()
+                    if self.enable_SMTPUTF8:
+                        arg = str(arg_bytes, encoding="utf-8", errors="surrogateescape")
+                    else:
+                        try:
+                            arg = str(arg_bytes, encoding="ascii", errors="strict")
+                        except UnicodeDecodeError:
+                            await self.push("500 Error: strict ASCII mode")
+                            continue
+                if not self._tls_handshake_okay and command != "QUIT":
+                    await self.push("554 Command refused due to lack of security")
+                    continue
+                if (self.require_starttls and not self._tls_protocol
+                        and command not in ALLOWED_BEFORE_STARTTLS):
+                    await self.push("530 Must issue a STARTTLS command first")
+                    continue
+                method = self._smtp_methods.get(command)
+                if method is None:
+                    log.info("%s sent an unknown command", self.peer_ip,
+                             extra={"peer": self.peer_ip})
+                    bogus_budget -= 1
+                    if bogus_budget < 1:
+                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                        self.hang_up()
+                        continue
+                    await self.push(smtp_replies.UNKNOWN_COMMAND)
+                    continue
+                self._reset_timeout()
+                self.verb = command
+                try:
+                    await method(arg)
+                finally:
+                    self.verb = ""
+            except asyncio.CancelledError:
+                self._writer.close()
+                raise
+            except ConnectionResetError:
+                self._writer.close()
+                raise
+            except Exception as error:
+                await self._answer_exception(error)
+
+    async def _answer_exception(self, error: Exception) -> None:
+        """What aiosmtpd's loop does with an exception from reading or running a command."""
+        status = "500 Error: Cannot describe error"
+        try:
+            status = await self.handle_exception(error)
+        except Exception as inner:
+            log.exception("%s: exception in handle_exception()", self.peer_ip)
+            status = f"500 Error: ({inner.__class__.__name__}) {inner}"
+        finally:
+            if isinstance(error, TLSSetupException):
+                assert self.transport is not None
+                self.transport.close()
+                self.connection_lost(error)
+            else:
+                await self.push(status)
 
     def request_started(self) -> None:
         """The reader starts waiting for a new command line."""
@@ -231,13 +333,16 @@ class StrictSMTP(SMTP):
 
     def command_received(self, line: bytes, pending: int, continued: bool) -> None:
         """Check a complete command line (``continued``: the tail of an over-long one)."""
+        verb = verb_of(line)
         refusal = smtp_replies.COMMAND_TOO_LONG if continued else \
-            check_command_line(line, self._config.max_command_line)
+            check_command_line(line, self._config.max_command_line, verb)
         if refusal is not None:
             raise ProtocolViolation(refusal)
+        if not pending:
+            return
         session = self.session
         pipelining = bool(session is not None and session.extended_smtp and session.host_name)
-        if breaks_synchronization(verb_of(line), pending, pipelining):
+        if breaks_synchronization(verb, pending, pipelining):
             log.info("%s pipelined without permission", self.peer_ip,
                      extra={"peer": self.peer_ip})
             raise ProtocolViolation(smtp_replies.SYNC_ERROR, close=True)
@@ -401,25 +506,9 @@ class StrictSMTP(SMTP):
                      extra={"peer": self.peer_ip})
             self._abandon()
 
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        self._path_verb = "MAIL"
-        try:
-            await super().smtp_MAIL(arg)
-        finally:
-            self._path_verb = ""
-
-    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        self._path_verb = "RCPT"
-        try:
-            await super().smtp_RCPT(arg)
-        finally:
-            self._path_verb = ""
-
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        verb = self._path_verb
-        if not verb:
+        verb = self.verb
+        if verb not in ("MAIL", "RCPT"):
             return super()._getaddr(arg)
         mail = verb == "MAIL"
         bad = smtp_replies.BAD_SENDER_SYNTAX if mail else smtp_replies.BAD_RECIPIENT_SYNTAX

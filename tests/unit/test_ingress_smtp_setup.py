@@ -27,9 +27,8 @@ def _normalise(value: Any) -> Any:
 
 def _state(protocol: SMTP) -> dict[str, Any]:
     state = {key: _normalise(value) for key, value in vars(protocol).items()}
-    # Bound to each instance: compare the functions, not the instance identity.
-    for table in ("_smtp_methods",):
-        state[table] = {k: v[1] for k, v in state[table].items()}
+    # Bound to each instance (when looked up): compare the functions.
+    state["_smtp_methods"] = {k: v.__func__ for k, v in protocol._smtp_methods.items()}
     state["_auth_methods"] = {k: (v.method[1] if isinstance(v.method, tuple) else v.method,
                                   v.is_builtin)
                               for k, v in state["_auth_methods"].items()}
@@ -46,8 +45,11 @@ async def test_fast_setup_matches_aiosmtpd_constructor(monkeypatch: pytest.Monke
     listener = SmtpListener(config, acceptor=None)  # type: ignore[arg-type]
     fast = listener._protocol()
 
-    def reference(protocol: SMTP, handler: Any, **options: Any) -> None:
+    def reference(protocol: SMTP, handler: Any, *, reader: Any, **options: Any) -> None:
         SMTP.__init__(protocol, handler, **options)
+        asyncio.StreamReaderProtocol.__init__(
+            protocol, reader, client_connected_cb=protocol._cb_client_connected,
+            loop=options["loop"])
 
     monkeypatch.setattr("ingress.strict.setup_smtp", reference)
     slow = listener._protocol()
