@@ -298,13 +298,19 @@ def _size_of(item: object) -> int:
     return int(byte_size()) if byte_size is not None else 0
 
 
+# How often a ``StreamCaller`` looks for calls past their deadline: a call's timeout fires
+# within this much after it (timeouts here are seconds long).
+DEADLINE_TICK = 0.1
+
+
 class StreamCaller(Generic[Req, Resp]):
     """Concurrent request/response calls over one bidi stream, matched by a ``seq`` field.
 
     ``open_stream`` is a bound stub method such as ``stub.PutMessages``. Requests must have a
     ``seq`` field; ``call`` sets it. ``max_pending`` bounds calls in flight (callers wait).
-    ``call`` raises ``StreamBroken`` when the stream fails and ``asyncio.TimeoutError`` when
-    its own deadline passes; in both cases the outcome of the request is unknown to the caller.
+    ``call`` raises ``StreamBroken`` when the stream fails and ``TimeoutError`` when its own
+    deadline passes (checked every ``DEADLINE_TICK``); in both cases the outcome of the
+    request is unknown to the caller.
 
     With ``batch`` (the batch message class of a ``...Batches`` method, whose ``items`` repeat
     the request type) every stream message carries the requests that were waiting when it was
@@ -329,6 +335,8 @@ class StreamCaller(Generic[Req, Resp]):
         self._pace = pace
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Resp]] = {}
+        self._deadlines: dict[int, float] = {}
+        self._sweep: asyncio.TimerHandle | None = None
         self._slots = asyncio.Semaphore(max_pending)
         self._outbox: asyncio.Queue[Req | None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -338,15 +346,34 @@ class StreamCaller(Generic[Req, Resp]):
         async with self._slots:
             seq = next(self._seq)
             request.seq = seq  # type: ignore[attr-defined]
-            future: asyncio.Future[Resp] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Resp] = loop.create_future()
             self._pending[seq] = future
+            self._deadlines[seq] = loop.time() + timeout
+            if self._sweep is None:
+                self._sweep = loop.call_later(DEADLINE_TICK, self._expire)
             try:
-                async with asyncio.timeout(timeout):
-                    outbox = await self._ensure_open()
-                    outbox.put_nowait(request)
-                    return await future
+                outbox = self._outbox or await self._ensure_open()
+                outbox.put_nowait(request)
+                return await future
             finally:
                 self._pending.pop(seq, None)
+                self._deadlines.pop(seq, None)
+
+    def _expire(self) -> None:
+        """Fail the calls whose deadline passed with ``TimeoutError``; runs every
+        ``DEADLINE_TICK`` while calls are pending (one timer per stream, not one per call)."""
+        self._sweep = None
+        if not self._deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for seq, deadline in self._deadlines.items():
+            if deadline <= now:
+                future = self._pending.get(seq)
+                if future is not None and not future.done():
+                    future.set_exception(TimeoutError())
+        self._sweep = loop.call_later(DEADLINE_TICK, self._expire)
 
     async def _ensure_open(self) -> asyncio.Queue[Req | None]:
         if self._outbox is not None:
@@ -412,6 +439,9 @@ class StreamCaller(Generic[Req, Resp]):
                     future.set_exception(error)
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         if self._outbox is not None:
             self._outbox.put_nowait(None)
         if self._reader is not None:
