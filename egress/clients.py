@@ -31,7 +31,7 @@ UNCATEGORIZED = "Uncategorized"
 
 # A read on a busy read stream is held this long, so the reads of that time share one stream
 # message (``petrel.rpc.Pacer``).
-READ_LINGER = 0.003
+READ_LINGER = 0.010
 
 
 class BodyUnavailable(Exception):

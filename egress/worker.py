@@ -35,7 +35,7 @@ from petrel.v1 import scheduler_pb2, scheduler_pb2_grpc
 log = logging.getLogger(__name__)
 
 # Results and credit are off the delivery path: a busy stream batches what ends in this time.
-REPORT_LINGER = 0.005
+REPORT_LINGER = 0.010
 
 BACKOFF_INITIAL = 0.2
 BACKOFF_MAX = 5.0

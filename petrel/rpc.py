@@ -217,24 +217,40 @@ class Pacer:
 
     A gRPC stream message costs the same fixed work (completion queue, poller thread, event
     loop wake-up) whether it carries one item or a hundred, ≈ 90 µs of CPU on each side here;
-    an item costs a few µs. ``hold`` returns at once when the previous batch left more than
-    ``busy`` seconds ago (default half the linger: a hold should gather at least two more
-    items, since it costs a timer and an extra event-loop wake-up of its own) and
-    sleeps ``linger`` seconds otherwise, so that under load the items of that time share one
-    message. ``linger = 0`` never holds."""
+    an item costs a few µs. ``hold(ready)`` sleeps ``linger`` seconds before a batch is taken
+    when fewer than ``gather`` items are ready and items have lately been arriving fast
+    enough that the hold will gather at least that many (rate * linger >= ``gather``); it
+    returns at once otherwise, so a quiet or slow stream pays neither latency nor a timer
+    (a hold on a slow stream would only stretch every round trip that waits for it, such as
+    an egress's credit loop), and items that come in bursts go as they came. The rate is
+    the items sent (``sent``) per second over the last ``WINDOW``: long enough that a burst
+    of a slow stream (an egress's deliveries ending together) does not read as a fast one.
+    ``linger = 0`` never holds."""
 
-    def __init__(self, linger: float, busy: float | None = None) -> None:
+    WINDOW = 0.25
+
+    def __init__(self, linger: float, gather: int = 4) -> None:
         self.linger = linger
-        self.busy = linger / 2 if busy is None else busy
-        self._last_sent = float("-inf")
+        self.gather = gather
+        self.rate = 0.0
+        self._window_start: float | None = None
+        self._window_items = 0
 
-    async def hold(self) -> None:
-        """Wait (or not) before the batch is taken; marks the batch as sent now."""
-        if self.linger > 0:
-            loop = asyncio.get_running_loop()
-            if loop.time() - self._last_sent < self.busy:
-                await asyncio.sleep(self.linger)
-            self._last_sent = loop.time()
+    async def hold(self, ready: int = 1) -> None:
+        """Wait (or not) before a batch of the ``ready`` items (and more) is taken."""
+        if self.linger > 0 and ready < self.gather <= self.rate * self.linger:
+            await asyncio.sleep(self.linger)
+
+    def sent(self, items: int) -> None:
+        """A batch of ``items`` left now."""
+        now = asyncio.get_running_loop().time()
+        if self._window_start is None:
+            self._window_start = now
+        self._window_items += items
+        elapsed = now - self._window_start
+        if elapsed >= self.WINDOW:
+            self.rate = self._window_items / elapsed
+            self._window_start, self._window_items = now, 0
 
 
 async def paced_batches(queue: asyncio.Queue[T | None], pacer: Pacer,
@@ -249,8 +265,9 @@ async def paced_batches(queue: asyncio.Queue[T | None], pacer: Pacer,
             return
         if before_take is not None:
             await before_take()
-        await pacer.hold()
+        await pacer.hold(queue.qsize() + 1)
         items, ended = take_ready(queue, item)
+        pacer.sent(len(items))
         yield items
         if ended:
             return

@@ -27,7 +27,7 @@ from scheduler.core import Scheduler, Worker
 log = logging.getLogger(__name__)
 
 # A busy dispatch stream holds each batch of tasks this long to fill it (``petrel.rpc.Pacer``).
-DISPATCH_LINGER = 0.003
+DISPATCH_LINGER = 0.010
 
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]

@@ -189,16 +189,27 @@ def test_split_bounded_defaults() -> None:
 
 # --- pacing: Pacer and StreamCaller(linger=...) ----------------------------------------------
 
-async def test_pacer_lets_a_quiet_stream_send_at_once_and_holds_a_busy_one() -> None:
+async def test_pacer_holds_only_a_stream_whose_items_arrive_fast_enough_to_gather() -> None:
     loop = asyncio.get_running_loop()
-    pacer = Pacer(0.2)
-    started = loop.time()
-    await pacer.hold()  # nothing sent before: no wait
-    assert loop.time() - started < 0.1
-    started = loop.time()
-    await pacer.hold()  # the previous batch left just now: hold for more
-    assert loop.time() - started >= 0.2
-    assert Pacer(0.0).linger == 0.0
+    pacer = Pacer(0.2, gather=3)
+
+    async def held(ready: int = 1) -> bool:
+        started = loop.time()
+        await pacer.hold(ready)
+        return loop.time() - started >= 0.2
+
+    assert not await held()  # nothing sent yet: no rate, no wait
+    pacer.sent(1)
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        pacer.sent(1)  # ~10 items/s: a 0.2 s hold would gather 2, fewer than 3
+    assert 0 < pacer.rate < 15 and not await held()
+    for _ in range(30):
+        await asyncio.sleep(0.01)
+        pacer.sent(2)  # ~200 items/s: a hold gathers ~40
+    assert pacer.rate > 50 and await held()
+    assert not await held(ready=3)  # enough already waiting: they go at once
+    assert not await Pacer(0.0).hold() and Pacer(0.0).linger == 0.0
 
 
 class _SlowBatchServer:
