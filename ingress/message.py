@@ -131,10 +131,19 @@ def address_literal(ip: str) -> str:
     return f"[IPv6:{addr}]" if addr.version == 6 else f"[{addr}]"
 
 
+@functools.lru_cache(maxsize=4)
+def _date_of_second(second: int) -> str:
+    """RFC 5322 date-time of a Unix second (the header has seconds only: one format per
+    second instead of per message)."""
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
+
+
 def received_header(stamp: Stamp) -> bytes:
     literal = address_literal(stamp.peer_ip)
     helo = _HELO_UNSAFE.sub("?", stamp.helo)[:255] or literal
-    date = email.utils.format_datetime(stamp.when)
+    when = stamp.when
+    date = (_date_of_second(int(when.timestamp())) if when.tzinfo is UTC
+            else email.utils.format_datetime(when))
     return (f"Received: from {helo} ({literal})\r\n\tby {stamp.hostname} (Petrel) with "
             f"{stamp.protocol} id {stamp.message_id};\r\n\t{date}\r\n").encode()
 

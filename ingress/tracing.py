@@ -11,7 +11,7 @@ spans are its children: ``spool write`` and ``enqueue``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -57,11 +57,12 @@ def reception_span(reception_protocol: str, parent: Context | None, *, message_i
         yield span
 
 
-@contextmanager
-def step(name: str) -> Iterator[Span]:
+# What a step is while nothing is recorded: no span, and attributes set on it go nowhere.
+_NO_STEP = nullcontext(trace.INVALID_SPAN)
+
+
+def step(name: str) -> AbstractContextManager[Span]:
+    """A child span of the current (reception) span, when spans are recorded."""
     if not telemetry.recording(_tracer):
-        yield trace.get_current_span()  # a non-recording span adds nothing to its parent
-        return
-    with _tracer.start_as_current_span(name, kind=_STEP_KINDS.get(name, SpanKind.INTERNAL)
-                                       ) as span:
-        yield span
+        return _NO_STEP
+    return _tracer.start_as_current_span(name, kind=_STEP_KINDS.get(name, SpanKind.INTERNAL))

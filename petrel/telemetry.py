@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -166,9 +167,29 @@ def recording(tracer: trace.Tracer) -> bool:
     if isinstance(tracer, trace.NoOpTracer):
         return False
     if isinstance(tracer, trace.ProxyTracer):
-        return not isinstance(trace.get_tracer_provider(),
-                              trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+        return _provider is not None or _global_provider_installed()
     return True
+
+
+_provider_seen = False
+_provider_checked = float("-inf")
+# How often ``recording`` looks for a global provider installed by other code than
+# ``setup_tracing`` (the API's lookup reads the environment on every call).
+PROVIDER_RECHECK = 1.0
+
+
+def _global_provider_installed() -> bool:
+    """Whether an SDK provider is the global one; once it is, it stays (the API lets the
+    global provider be set only once)."""
+    global _provider_seen, _provider_checked
+    if _provider_seen:
+        return True
+    now = time.monotonic()
+    if now - _provider_checked >= PROVIDER_RECHECK:
+        _provider_checked = now
+        _provider_seen = not isinstance(trace.get_tracer_provider(),
+                                        trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return _provider_seen
 
 
 @contextlib.contextmanager
