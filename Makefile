@@ -10,7 +10,7 @@ APT_PACKAGES := postfix dnsmasq-base swaks docker-compose prometheus
 STAMP := $(VENV)/.installed
 
 .PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean \
-	metrics-doc compose-check fuzz bench-stages
+	metrics-doc compose-check fuzz bench-stages bench-paired
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -92,6 +92,11 @@ bench-steady: system-deps deps
 # e.g. ARGS="--repeat 3 --messages 2000".
 bench-stages: system-deps deps
 	$(PY) benchmarks/stages.py $(ARGS)
+
+# Two Petrel trees measured at the same time (benchmarks/paired.py): CPU per message and
+# delivered rate of B relative to A, e.g. ARGS="/tmp/base . --rounds 6".
+bench-paired: system-deps deps
+	$(PY) benchmarks/paired.py $(ARGS)
 
 # Bounded SMTP fuzzing of a real ingress (docs/hardening.md), e.g. ARGS="--seconds 300".
 fuzz: deps
