@@ -340,16 +340,20 @@ class StreamCaller(Generic[Req, Resp]):
     leaves with everything that queued meanwhile. A server that commits in groups (the spool)
     would have held those requests for its next group anyway, so the wait costs little latency
     and saves a stream message per request (see ``Pacer`` for what one costs).
+
+    ``pace`` and ``gather`` (batched streams only) are a ``Pacer``'s linger and gather: a busy
+    stream's batch is held up to ``pace`` seconds to fill.
     """
 
     def __init__(self, open_stream: Callable[..., Any], *, max_pending: int = 4096,
                  name: str = "stream", batch: Callable[[], Any] | None = None,
-                 linger: float = 0.0, pace: float = 0.0) -> None:
+                 linger: float = 0.0, pace: float = 0.0, gather: int = 4) -> None:
         self._open_stream = open_stream
         self._name = name
         self._batch = batch
         self._linger = linger
         self._pace = pace
+        self._gather = gather
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Resp]] = {}
         self._deadlines: dict[int, float] = {}
@@ -423,7 +427,7 @@ class StreamCaller(Generic[Req, Resp]):
                     async with asyncio.timeout(self._linger):
                         await in_flight.idle.wait()
 
-        async for items in paced_batches(outbox, Pacer(self._pace), answered):
+        async for items in paced_batches(outbox, Pacer(self._pace, self._gather), answered):
             batch = make_batch()
             batch.items.extend(items)
             in_flight.sent(len(items))
