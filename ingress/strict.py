@@ -25,7 +25,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from aiosmtpd.smtp import (
     ALLOWED_BEFORE_STARTTLS,
@@ -102,19 +102,30 @@ class SessionReader(asyncio.StreamReader):
         self._owner.command_received(line, self.pending, continued)
         return line
 
-    async def readline(self) -> bytes:
-        """A command line (AUTH responses are read this way); an over-long one is dropped
-        through its end and refused with ``ProtocolViolation``."""
+    async def read_command_line(self) -> bytes:
+        """The next command line (checked by the owner); an over-long one is dropped through
+        its end and refused with ``ProtocolViolation``. The end of input raises
+        ``IncompleteReadError``."""
         try:
-            return await self.readuntil(b"\n")
+            return await self.readuntil()
+        except asyncio.LimitOverrunError as exc:
+            return await self._refuse_overrun(exc)
+
+    async def readline(self) -> bytes:
+        """``read_command_line`` for aiosmtpd's AUTH responses, except that the end of input
+        returns what was there."""
+        try:
+            return await self.readuntil()
         except asyncio.IncompleteReadError as exc:
             return exc.partial
         except asyncio.LimitOverrunError as exc:
-            overrun = exc
+            return await self._refuse_overrun(exc)
+
+    async def _refuse_overrun(self, overrun: asyncio.LimitOverrunError) -> NoReturn:
         while True:  # readuntil raises ProtocolViolation once the rest of the line is in
             await self.read(overrun.consumed)
             try:
-                await self.readuntil(b"\n")
+                await self.readuntil()
             except asyncio.LimitOverrunError as exc:
                 overrun = exc
 
@@ -244,20 +255,7 @@ class StrictSMTP(SMTP):
         reader = self._session_reader
         while self.transport is not None:
             try:
-                try:
-                    line = await reader.readuntil()
-                except asyncio.LimitOverrunError as error:
-                    # Too long: read through its end (the reader then refuses it).
-                    await reader.read(error.consumed)
-                    while True:
-                        try:
-                            await reader.readuntil()
-                            break
-                        except asyncio.LimitOverrunError as more:
-                            await reader.read(more.consumed)
-                    await self.push("500 Command line too long")
-                    continue
-                line = line.rstrip(b"\r\n")
+                line = (await reader.read_command_line()).rstrip(b"\r\n")
                 if not line:
                     await self.push("500 Error: bad syntax")
                     continue
