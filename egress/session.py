@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from egress import metrics
+from egress.data import send_data
 from egress.replies import (
     SMTPUTF8_NOT_SUPPORTED,
     TLS_NOT_OFFERED,
@@ -244,7 +245,7 @@ class Session:
             return _fill(replies, SMTPUTF8_NOT_SUPPORTED)  # every entry is set by now
 
         try:
-            response = await smtp.data(body, timeout=self.options.data_timeout)
+            response = await send_data(smtp, body, self.options.data_timeout)
             data_reply = from_response(response.code, response.message)
             self.clean = True
         except aiosmtplib.SMTPResponseException as exc:

@@ -35,7 +35,7 @@ def _ids(meta: common_pb2.MessageMeta) -> dict[str, str]:
 # Enqueues follow the 250 (the message is durable): on a busy stream each is held this long
 # so that the enqueues of that time travel together (``petrel.rpc.Pacer``); nothing waits
 # for them, so a hold that gathers two is worth it.
-ENQUEUE_LINGER = 0.020
+ENQUEUE_LINGER = 0.030
 
 
 class Enqueuer:
@@ -47,7 +47,7 @@ class Enqueuer:
         self._caller: StreamCaller[scheduler_pb2.EnqueueRequest, scheduler_pb2.EnqueueResponse] = \
             StreamCaller(stub.EnqueueBatches, name="scheduler-enqueue",
                          batch=scheduler_pb2.EnqueueBatch, pace=ENQUEUE_LINGER,
-                         gather=2)
+                         gather=8)
         self._deadline = deadline
         self._backlog: collections.deque[common_pb2.MessageMeta] = collections.deque()
         self._max_backlog = max_backlog

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import orjson
+
 from petrel.batching import GroupCommitter
 from petrel.event_segments import (
     Segment,
@@ -65,6 +67,21 @@ def enhanced_code_dict(enhanced: str) -> dict[str, int] | None:
     return {"class": cls, "subject": subject, "detail": detail}
 
 
+_second_shown: tuple[int, str] = (-1, "")
+
+
+def event_time(now: float) -> str:
+    """``now`` as KumoMTA's ``event_time``, ``2026-11-26T17:34:37.123Z`` (UTC, milliseconds).
+    The part down to the second is formatted once per second."""
+    global _second_shown
+    second = int(now)
+    shown, text = _second_shown
+    if shown != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_shown = (second, text)
+    return f"{text}.{int(now * 1000) % 1000:03d}Z"
+
+
 def make_record(record_type: str, *, message_id: str, sender: str, recipient: str,
                 queue: str = "", site: str = "", size: int = 0, code: int = 0,
                 enhanced_code: str = "", content: str = "", num_attempts: int = 0,
@@ -91,8 +108,7 @@ def make_record(record_type: str, *, message_id: str, sender: str, recipient: st
         },
         "peer_address": {"addr": peer} if peer else None,
         "timestamp": int(now),
-        "event_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        + f".{int(now * 1000) % 1000:03d}Z",
+        "event_time": event_time(now),
         "created": created_ms // 1000 if created_ms else None,
         "num_attempts": num_attempts,
         "bounce_classification": bounce_classification or "Uncategorized",
@@ -108,8 +124,18 @@ def make_record(record_type: str, *, message_id: str, sender: str, recipient: st
 
 
 def encode_records(records: Sequence[Mapping[str, Any]]) -> bytes:
-    """``records`` as the JSON lines an event log holds (one per record, each ending in LF)."""
-    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+    """``records`` as the JSON lines an event log holds (one per record, each ending in LF,
+    UTF-8). orjson writes them (about ten times faster than ``json``, once per message on the hot
+    path); a record it refuses, such as text holding a lone surrogate from a server's
+    undecodable reply, is written by ``json`` with escapes instead."""
+    return b"".join(_encode_record(r) for r in records)
+
+
+def _encode_record(record: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError: not UTF-8 text, or not a JSON type
+        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 class EventLog:
