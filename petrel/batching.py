@@ -32,13 +32,28 @@ class GroupCommitter(Generic[T, R]):
         self.items = 0
 
     async def submit(self, item: T) -> R:
+        return await self._enter(item)
+
+    async def submit_many(self, items: Sequence[T]) -> list[R | Exception]:
+        """``submit`` for several items at once, without a task per item: each item's result,
+        or the exception of the flush that covered it (items may span flushes)."""
+        futures = [self._enter(item) for item in items]
+        results: list[R | Exception] = []
+        for future in futures:  # after the first, the rest are usually done already
+            try:
+                results.append(await future)
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _enter(self, item: T) -> asyncio.Future[R]:
         if self._task is None or self._task.done():
             with telemetry.detached():  # the task flushes everyone's items, not this trace's
                 self._task = asyncio.create_task(self._run(), name="group-commit")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wakeup.set()
-        return await future
+        return future
 
     async def _run(self) -> None:
         while True:

@@ -8,7 +8,7 @@ nothing of that item was written); unary RPCs abort with the status code.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import NoReturn
 
 import grpc
@@ -51,6 +51,22 @@ def _id_problem(value: str) -> str:
     return f"expected 32 lower-case hex digits, got {value[:64]!r}"
 
 
+def _update_op(request: spool_pb2.UpdateMessageRequest,
+               ) -> tuple[Op | None, common_pb2.ItemStatus | None]:
+    """The operation an update asks for, or why it cannot be done."""
+    kind = request.WhichOneof("op")
+    if kind == "replace_meta":
+        meta = request.replace_meta
+        if not is_message_id(meta.id):
+            return None, _invalid("replace_meta.id", _id_problem(meta.id))
+        return ReplaceMetaOp(meta.id, meta.SerializeToString(deterministic=True)), None
+    if kind == "remove_id":
+        if not is_message_id(request.remove_id):
+            return None, _invalid("remove_id", _id_problem(request.remove_id))
+        return RemoveOp(request.remove_id), None
+    return None, _invalid("op", "set replace_meta or remove_id")
+
+
 class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
     def __init__(self, spool: Spool, *, stream_window: int = STREAM_WINDOW) -> None:
         self._spool = spool
@@ -65,33 +81,43 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
     async def PutMessageBatches(self, request_iterator: AsyncIterator[spool_pb2.PutMessageBatch],
                                 context: grpc.aio.ServicerContext,
                                 ) -> AsyncIterator[spool_pb2.PutMessageResponseBatch]:
-        async for batch in answer_batches(request_iterator, self._put, self._window,
+        async for batch in answer_batches(request_iterator, self._put_items, self._window,
                                           spool_pb2.PutMessageResponseBatch):
             yield batch
 
     async def _put(self, request: spool_pb2.PutMessageRequest) -> spool_pb2.PutMessageResponse:
-        response = spool_pb2.PutMessageResponse(seq=request.seq)
-        meta = request.meta
-        if meta.id and not is_message_id(meta.id):
-            response.status.CopyFrom(_invalid("meta.id", _id_problem(meta.id)))
-            return response
-        if len(meta.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
-            response.status.CopyFrom(_invalid(
-                "meta.idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes"))
-            return response
-        if not meta.id:
-            meta.id = new_message_id()
-        meta.size = len(request.body)
-        op = PutOp(meta.id, meta.SerializeToString(deterministic=True), request.body,
-                   meta.idempotency_key, request.records)
-        try:
-            result = await self._spool.write(op, meta.trace_context)
-        except Exception as exc:
-            response.status.CopyFrom(_failed(exc))
-            return response
-        response.id = result.id
-        response.duplicate = result.duplicate
-        return response
+        return (await self._put_items((request,)))[0]
+
+    async def _put_items(self, requests: Sequence[spool_pb2.PutMessageRequest],
+                         ) -> list[spool_pb2.PutMessageResponse]:
+        responses = [spool_pb2.PutMessageResponse(seq=request.seq) for request in requests]
+        ops: list[Op] = []
+        carriers: list[Mapping[str, str]] = []
+        writing: list[spool_pb2.PutMessageResponse] = []
+        for request, response in zip(requests, responses, strict=True):
+            meta = request.meta
+            if meta.id and not is_message_id(meta.id):
+                response.status.CopyFrom(_invalid("meta.id", _id_problem(meta.id)))
+                continue
+            if len(meta.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
+                response.status.CopyFrom(_invalid(
+                    "meta.idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes"))
+                continue
+            if not meta.id:
+                meta.id = new_message_id()
+            meta.size = len(request.body)
+            ops.append(PutOp(meta.id, meta.SerializeToString(deterministic=True), request.body,
+                             meta.idempotency_key, request.records))
+            carriers.append(meta.trace_context)
+            writing.append(response)
+        results = await self._spool.write_many(ops, carriers) if ops else []
+        for response, result in zip(writing, results, strict=True):
+            if isinstance(result, Exception):
+                response.status.CopyFrom(_failed(result))
+            else:
+                response.id = result.id
+                response.duplicate = result.duplicate
+        return responses
 
     async def UpdateMessages(self,
                              request_iterator: AsyncIterator[spool_pb2.UpdateMessageRequest],
@@ -104,37 +130,37 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
             self, request_iterator: AsyncIterator[spool_pb2.UpdateMessageBatch],
             context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[spool_pb2.UpdateMessageResponseBatch]:
-        async for batch in answer_batches(request_iterator, self._update, self._window,
+        async for batch in answer_batches(request_iterator, self._update_items, self._window,
                                           spool_pb2.UpdateMessageResponseBatch):
             yield batch
 
     async def _update(self, request: spool_pb2.UpdateMessageRequest,
                       ) -> spool_pb2.UpdateMessageResponse:
-        response = spool_pb2.UpdateMessageResponse(seq=request.seq)
-        op: Op
-        kind = request.WhichOneof("op")
-        if kind == "replace_meta":
-            meta = request.replace_meta
-            if not is_message_id(meta.id):
-                response.status.CopyFrom(_invalid("replace_meta.id", _id_problem(meta.id)))
-                return response
-            op = ReplaceMetaOp(meta.id, meta.SerializeToString(deterministic=True))
-        elif kind == "remove_id":
-            if not is_message_id(request.remove_id):
-                response.status.CopyFrom(_invalid("remove_id", _id_problem(request.remove_id)))
-                return response
-            op = RemoveOp(request.remove_id)
-        else:
-            response.status.CopyFrom(_invalid("op", "set replace_meta or remove_id"))
-            return response
-        trace_context = request.replace_meta.trace_context if kind == "replace_meta" else None
-        try:
-            result = await self._spool.write(op, trace_context)
-        except Exception as exc:
-            response.status.CopyFrom(_failed(exc))
-            return response
-        response.found = result.found
-        return response
+        return (await self._update_items((request,)))[0]
+
+    async def _update_items(self, requests: Sequence[spool_pb2.UpdateMessageRequest],
+                            ) -> list[spool_pb2.UpdateMessageResponse]:
+        responses = [spool_pb2.UpdateMessageResponse(seq=request.seq) for request in requests]
+        ops: list[Op] = []
+        carriers: list[Mapping[str, str] | None] = []
+        writing: list[spool_pb2.UpdateMessageResponse] = []
+        for request, response in zip(requests, responses, strict=True):
+            op, problem = _update_op(request)
+            if problem is not None:
+                response.status.CopyFrom(problem)
+                continue
+            assert op is not None
+            ops.append(op)
+            carriers.append(request.replace_meta.trace_context
+                            if isinstance(op, ReplaceMetaOp) else None)
+            writing.append(response)
+        results = await self._spool.write_many(ops, carriers) if ops else []
+        for response, result in zip(writing, results, strict=True):
+            if isinstance(result, Exception):
+                response.status.CopyFrom(_failed(result))
+            else:
+                response.found = result.found
+        return responses
 
     async def ReadMessages(self, request_iterator: AsyncIterator[spool_pb2.ReadMessageRequest],
                            context: grpc.aio.ServicerContext,
@@ -146,30 +172,40 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
                                  request_iterator: AsyncIterator[spool_pb2.ReadMessageBatch],
                                  context: grpc.aio.ServicerContext,
                                  ) -> AsyncIterator[spool_pb2.ReadMessageResponseBatch]:
-        async for batch in answer_batches(request_iterator, self._read, self._window,
+        async for batch in answer_batches(request_iterator, self._read_items, self._window,
                                           spool_pb2.ReadMessageResponseBatch):
             yield batch
 
     async def _read(self, request: spool_pb2.ReadMessageRequest,
                     ) -> spool_pb2.ReadMessageResponse:
-        response = spool_pb2.ReadMessageResponse(seq=request.seq)
-        if not is_message_id(request.id):
-            response.status.CopyFrom(_invalid("id", _id_problem(request.id)))
-            return response
-        try:
-            stored = await self._spool.get(request.id, request.want_body)
-        except Exception as exc:
-            response.status.CopyFrom(_failed(exc))
-            return response
-        if stored is not None:
-            meta = await self._checked_meta(request.id, stored.meta)
+        return (await self._read_items((request,)))[0]
+
+    async def _read_items(self, requests: Sequence[spool_pb2.ReadMessageRequest],
+                          ) -> list[spool_pb2.ReadMessageResponse]:
+        responses = [spool_pb2.ReadMessageResponse(seq=request.seq) for request in requests]
+        reads: list[tuple[str, bool]] = []
+        reading: list[spool_pb2.ReadMessageResponse] = []
+        for request, response in zip(requests, responses, strict=True):
+            if not is_message_id(request.id):
+                response.status.CopyFrom(_invalid("id", _id_problem(request.id)))
+                continue
+            reads.append((request.id, request.want_body))
+            reading.append(response)
+        results = await self._spool.get_many(reads) if reads else []
+        for (message_id, _), response, stored in zip(reads, reading, results, strict=True):
+            if isinstance(stored, Exception):
+                response.status.CopyFrom(_failed(stored))
+                continue
+            if stored is None:
+                continue
+            meta = await self._checked_meta(message_id, stored.meta)
             if meta is None:
-                return response
+                continue
             response.found = True
             response.meta.CopyFrom(meta)
             if stored.body is not None:
                 response.body = stored.body
-        return response
+        return responses
 
     async def _checked_meta(self, message_id: str, stored: bytes) -> common_pb2.MessageMeta | None:
         """The parsed metadata, or None after quarantining a damaged record (one bad record

@@ -19,7 +19,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -131,22 +131,48 @@ class Spool:
     async def write(self, op: Op, trace_context: Mapping[str, str] | None = None) -> OpResult:
         """Write ``op`` in the next batch; ``trace_context`` (the message's stored carrier)
         is linked from that batch's span."""
-        if isinstance(op, PutOp):
-            self.free_space.check()
-        if trace_context:
-            self._carriers[id(op)] = trace_context
-        try:
-            return await self._committer.submit(op)
-        finally:
-            self._carriers.pop(id(op), None)
-
-    async def get(self, message_id: str, want_body: bool = True) -> StoredMessage | None:
-        metrics.READS.labels("get").inc()
-        result = await self._read_group.submit((message_id, want_body))
+        result = (await self.write_many([op], [trace_context]))[0]
         if isinstance(result, Exception):
-            metrics.ERRORS.labels("read").inc()
             raise result
         return result
+
+    async def write_many(self, ops: Sequence[Op],
+                         trace_contexts: Sequence[Mapping[str, str] | None],
+                         ) -> list[OpResult | Exception]:
+        """``write`` for several operations at once (one stream message's): each one's
+        result, or the exception that failed it. Puts are refused with ``OSError(ENOSPC)``
+        below the free-space floor."""
+        if any(isinstance(op, PutOp) for op in ops):
+            try:
+                self.free_space.check()
+            except OSError as exc:
+                return [exc] * len(ops)
+        for op, trace_context in zip(ops, trace_contexts, strict=True):
+            if trace_context:
+                self._carriers[id(op)] = trace_context
+        try:
+            return await self._committer.submit_many(ops)
+        finally:
+            for op in ops:
+                self._carriers.pop(id(op), None)
+
+    async def get(self, message_id: str, want_body: bool = True) -> StoredMessage | None:
+        result = (await self.get_many([(message_id, want_body)]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def get_many(self, reads: Sequence[tuple[str, bool]],
+                       ) -> list[StoredMessage | Exception | None]:
+        """Several ``get``s at once (``(message_id, want_body)`` each): each message, ``None``
+        when it is not stored, or the exception that failed its read."""
+        metrics.READS.labels("get").inc(len(reads))
+        results: list[StoredMessage | Exception | None] = []
+        for result in await self._read_group.submit_many(reads):
+            if isinstance(result, Exception):
+                metrics.ERRORS.labels("read").inc()
+            results.append(result)
+        return results
 
     async def _read_many(self, reads: list[tuple[str, bool]],
                          ) -> list[StoredMessage | Exception | None]:

@@ -76,3 +76,21 @@ async def test_group_commit_failure_reaches_every_submitter_of_the_batch() -> No
                                     return_exceptions=True)
     await committer.close()
     assert all(isinstance(o, OSError) for o in outcomes)
+
+
+async def test_submit_many_answers_each_item_across_flushes() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        flushed.append(items)
+        if 13 in items:
+            raise OSError("bad batch")
+        return [i * 2 for i in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(flush, max_batch=10)
+    results = await committer.submit_many(list(range(25)))
+    await committer.close()
+    assert [len(b) for b in flushed] == [10, 10, 5]
+    assert results[:10] == [i * 2 for i in range(10)]
+    assert all(isinstance(r, OSError) for r in results[10:20])
+    assert results[20:] == [i * 2 for i in range(20, 25)]

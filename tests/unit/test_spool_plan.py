@@ -13,7 +13,8 @@ from petrel.v1.common_pb2 import MessageMeta
 from spool.backend import PutOp, RemoveOp, ReplaceMetaOp
 from spool.plan import BatchPlan, body_key, idempotency_key, meta_key, plan_batch, scan_start
 from spool.store import status_for_error
-from spool.streams import answer_concurrently
+from petrel.v1 import spool_pb2
+from spool.streams import answer_batches, answer_concurrently
 
 A = "0" * 31 + "a"
 B = "0" * 31 + "b"
@@ -146,3 +147,35 @@ async def test_handler_error_ends_the_stream() -> None:
 
     with pytest.raises(ValueError, match="bug"):
         _ = [a async for a in answer_concurrently(_requests([1.0]), handle, 4)]
+
+
+async def _batches(sizes: list[int]) -> AsyncIterator[spool_pb2.ReadMessageBatch]:
+    seq = 0
+    for size in sizes:
+        batch = spool_pb2.ReadMessageBatch()
+        for _ in range(size):
+            seq += 1
+            batch.items.add(seq=seq)
+        yield batch
+
+
+async def test_batches_are_handled_whole_and_every_item_is_answered() -> None:
+    calls: list[list[int]] = []
+    running = peak = 0
+
+    async def handle(items: list[spool_pb2.ReadMessageRequest],
+                     ) -> list[spool_pb2.ReadMessageResponse]:
+        nonlocal running, peak
+        calls.append([item.seq for item in items])
+        running += len(items)
+        peak = max(peak, running)
+        await asyncio.sleep(0.001)
+        running -= len(items)
+        return [spool_pb2.ReadMessageResponse(seq=item.seq) for item in items]
+
+    sizes = [3, 1, 5, 2] * 5
+    answered = [item.seq async for batch in answer_batches(
+        _batches(sizes), handle, 6, spool_pb2.ReadMessageResponseBatch) for item in batch.items]
+    assert sorted(answered) == list(range(1, sum(sizes) + 1))
+    assert [len(c) for c in calls] == sizes  # one call per request batch
+    assert peak <= 6  # the window counts items
