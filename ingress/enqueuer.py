@@ -32,12 +32,10 @@ def _ids(meta: common_pb2.MessageMeta) -> dict[str, str]:
     return {"message_id": meta.id, "trace_id": trace_id_of(meta.trace_context)}
 
 
-# Enqueues follow the 250 (the message is durable): on a busy stream (rate * linger >= 8)
-# each is held up to this long so that the enqueues of that time travel together, eight or
-# more per stream message (``petrel.rpc.Pacer``). Nothing waits for them but the message's
-# delivery, and the scheduler's work per stream message is larger than per item.
-ENQUEUE_LINGER = 0.030
-ENQUEUE_GATHER = 8
+# Enqueues follow the 250 (the message is durable): on a busy stream each is held this long
+# so that the enqueues of that time travel together (``petrel.rpc.Pacer``); nothing waits
+# for them, so a hold that gathers two is worth it.
+ENQUEUE_LINGER = 0.020
 
 
 class Enqueuer:
@@ -49,7 +47,7 @@ class Enqueuer:
         self._caller: StreamCaller[scheduler_pb2.EnqueueRequest, scheduler_pb2.EnqueueResponse] = \
             StreamCaller(stub.EnqueueBatches, name="scheduler-enqueue",
                          batch=scheduler_pb2.EnqueueBatch, pace=ENQUEUE_LINGER,
-                         gather=ENQUEUE_GATHER)
+                         gather=2)
         self._deadline = deadline
         self._backlog: collections.deque[common_pb2.MessageMeta] = collections.deque()
         self._max_backlog = max_backlog

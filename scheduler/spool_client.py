@@ -79,11 +79,10 @@ async def scan(stub: spool_pb2_grpc.SpoolServiceStub, after_id: str = "",
             call.cancel()
 
 
-# Updates are off every message's critical path: on a busy stream (rate * linger >= 8) each
-# is held up to this long so that the updates of that time share a stream message and the
-# spool's commit, eight or more (``petrel.rpc.Pacer``).
-UPDATE_LINGER = 0.030
-UPDATE_GATHER = 8
+# Updates are off every message's critical path: on a busy stream each is held this long so
+# that the updates of that time share a stream message and the spool's commit
+# (``petrel.rpc.Pacer``); a hold that gathers two is worth it.
+UPDATE_LINGER = 0.020
 
 
 @dataclass(slots=True)
@@ -97,8 +96,7 @@ class SpoolWriter:
         self._caller: StreamCaller[spool_pb2.UpdateMessageRequest,
                                    spool_pb2.UpdateMessageResponse] = StreamCaller(
             stub.UpdateMessageBatches, max_pending=concurrency, name="spool-update",
-            batch=spool_pb2.UpdateMessageBatch, pace=UPDATE_LINGER,
-            gather=UPDATE_GATHER)
+            batch=spool_pb2.UpdateMessageBatch, pace=UPDATE_LINGER, gather=2)
         self._deadline = deadline
         self._concurrency = concurrency
         self._latest: dict[str, _Op] = {}
