@@ -8,20 +8,23 @@ nothing of that item was written); unary RPCs abort with the status code.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import NoReturn
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import NoReturn, TypeVar
 
 import grpc
 
 from petrel.ids import is_message_id, new_message_id
 from petrel.rpc import abort_invalid
 from petrel.v1 import common_pb2, spool_pb2, spool_pb2_grpc
-from spool.backend import Op, PutOp, QuarantineOp, RemoveOp, ReplaceMetaOp
+from spool.backend import Op, OpResult, PutOp, QuarantineOp, RemoveOp, ReplaceMetaOp
 from spool.plan import parse_meta
 from spool.store import Spool, status_for_error
 from spool.streams import answer_batches, answer_concurrently
 
 log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 SERVICE_NAME = spool_pb2.DESCRIPTOR.services_by_name["SpoolService"].full_name
 DEFAULT_SCAN_BATCH = 1000
@@ -51,20 +54,48 @@ def _id_problem(value: str) -> str:
     return f"expected 32 lower-case hex digits, got {value[:64]!r}"
 
 
-def _update_op(request: spool_pb2.UpdateMessageRequest,
-               ) -> tuple[Op | None, common_pb2.ItemStatus | None]:
+# An operation to write and the trace carrier of the message it concerns.
+_Planned = tuple[Op, Mapping[str, str] | None]
+
+
+def _put_op(request: spool_pb2.PutMessageRequest) -> _Planned | common_pb2.ItemStatus:
+    """The operation a put asks for (a new id when it names none), or why it cannot be done."""
+    meta = request.meta
+    if meta.id and not is_message_id(meta.id):
+        return _invalid("meta.id", _id_problem(meta.id))
+    if len(meta.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
+        return _invalid("meta.idempotency_key",
+                        f"longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes")
+    if not meta.id:
+        meta.id = new_message_id()
+    meta.size = len(request.body)
+    return PutOp(meta.id, meta.SerializeToString(deterministic=True), request.body,
+                 meta.idempotency_key, request.records), meta.trace_context
+
+
+def _answer_put(response: spool_pb2.PutMessageResponse, result: OpResult) -> None:
+    response.id = result.id
+    response.duplicate = result.duplicate
+
+
+def _update_op(request: spool_pb2.UpdateMessageRequest) -> _Planned | common_pb2.ItemStatus:
     """The operation an update asks for, or why it cannot be done."""
     kind = request.WhichOneof("op")
     if kind == "replace_meta":
         meta = request.replace_meta
         if not is_message_id(meta.id):
-            return None, _invalid("replace_meta.id", _id_problem(meta.id))
-        return ReplaceMetaOp(meta.id, meta.SerializeToString(deterministic=True)), None
+            return _invalid("replace_meta.id", _id_problem(meta.id))
+        return ReplaceMetaOp(meta.id, meta.SerializeToString(deterministic=True)), \
+            meta.trace_context
     if kind == "remove_id":
         if not is_message_id(request.remove_id):
-            return None, _invalid("remove_id", _id_problem(request.remove_id))
+            return _invalid("remove_id", _id_problem(request.remove_id))
         return RemoveOp(request.remove_id), None
-    return None, _invalid("op", "set replace_meta or remove_id")
+    return _invalid("op", "set replace_meta or remove_id")
+
+
+def _answer_update(response: spool_pb2.UpdateMessageResponse, result: OpResult) -> None:
+    response.found = result.found
 
 
 class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
@@ -91,32 +122,7 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
     async def _put_items(self, requests: Sequence[spool_pb2.PutMessageRequest],
                          ) -> list[spool_pb2.PutMessageResponse]:
         responses = [spool_pb2.PutMessageResponse(seq=request.seq) for request in requests]
-        ops: list[Op] = []
-        carriers: list[Mapping[str, str]] = []
-        writing: list[spool_pb2.PutMessageResponse] = []
-        for request, response in zip(requests, responses, strict=True):
-            meta = request.meta
-            if meta.id and not is_message_id(meta.id):
-                response.status.CopyFrom(_invalid("meta.id", _id_problem(meta.id)))
-                continue
-            if len(meta.idempotency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
-                response.status.CopyFrom(_invalid(
-                    "meta.idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes"))
-                continue
-            if not meta.id:
-                meta.id = new_message_id()
-            meta.size = len(request.body)
-            ops.append(PutOp(meta.id, meta.SerializeToString(deterministic=True), request.body,
-                             meta.idempotency_key, request.records))
-            carriers.append(meta.trace_context)
-            writing.append(response)
-        results = await self._spool.write_many(ops, carriers) if ops else []
-        for response, result in zip(writing, results, strict=True):
-            if isinstance(result, Exception):
-                response.status.CopyFrom(_failed(result))
-            else:
-                response.id = result.id
-                response.duplicate = result.duplicate
+        await self._write_items(requests, responses, _put_op, _answer_put)
         return responses
 
     async def UpdateMessages(self,
@@ -141,26 +147,32 @@ class SpoolServicer(spool_pb2_grpc.SpoolServiceServicer):
     async def _update_items(self, requests: Sequence[spool_pb2.UpdateMessageRequest],
                             ) -> list[spool_pb2.UpdateMessageResponse]:
         responses = [spool_pb2.UpdateMessageResponse(seq=request.seq) for request in requests]
+        await self._write_items(requests, responses, _update_op, _answer_update)
+        return responses
+
+    async def _write_items(self, requests: Sequence[Req], responses: Sequence[Resp],
+                           make_op: Callable[[Req], _Planned | common_pb2.ItemStatus],
+                           answer: Callable[[Resp, OpResult], None]) -> None:
+        """Write the operations of ``requests`` together (one group-commit entry); each
+        response gets its operation's result (``answer``), or why it was refused or failed
+        in its ``status``."""
         ops: list[Op] = []
         carriers: list[Mapping[str, str] | None] = []
-        writing: list[spool_pb2.UpdateMessageResponse] = []
+        writing: list[Resp] = []
         for request, response in zip(requests, responses, strict=True):
-            op, problem = _update_op(request)
-            if problem is not None:
-                response.status.CopyFrom(problem)
+            planned = make_op(request)
+            if isinstance(planned, common_pb2.ItemStatus):
+                response.status.CopyFrom(planned)  # type: ignore[attr-defined]
                 continue
-            assert op is not None
-            ops.append(op)
-            carriers.append(request.replace_meta.trace_context
-                            if isinstance(op, ReplaceMetaOp) else None)
+            ops.append(planned[0])
+            carriers.append(planned[1])
             writing.append(response)
         results = await self._spool.write_many(ops, carriers) if ops else []
         for response, result in zip(writing, results, strict=True):
             if isinstance(result, Exception):
-                response.status.CopyFrom(_failed(result))
+                response.status.CopyFrom(_failed(result))  # type: ignore[attr-defined]
             else:
-                response.found = result.found
-        return responses
+                answer(response, result)
 
     async def ReadMessages(self, request_iterator: AsyncIterator[spool_pb2.ReadMessageRequest],
                            context: grpc.aio.ServicerContext,
