@@ -125,10 +125,11 @@ class TaskRunner:
         metrics.DELIVERY_ATTEMPTS.labels(outcome).inc()
         observe(metrics.ATTEMPT_SECONDS.labels(outcome), time.monotonic() - started,
                 extra["trace_id"])
-        log.info("task %s to %s: %s in %.3fs", task.task_id, attempt.site,
-                 ", ".join(f"{r.recipient}={r.reply.code}" for r in result.recipients),
-                 time.monotonic() - started, extra={**extra, "site": attempt.site,
-                                                     "peer": attempt.peer})
+        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+            log.info("task %s to %s: %s in %.3fs", task.task_id, attempt.site,
+                     ", ".join(f"{r.recipient}={r.reply.code}" for r in result.recipients),
+                     time.monotonic() - started, extra={**extra, "site": attempt.site,
+                                                         "peer": attempt.peer})
         return result
 
     async def _classify(self, failures: Sequence[Reply]) -> list[str]:
