@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from petrel.v1 import spool_pb2
 from petrel.v1.common_pb2 import MessageMeta
 from spool.backend import PutOp, RemoveOp, ReplaceMetaOp
 from spool.plan import BatchPlan, body_key, idempotency_key, meta_key, plan_batch, scan_start
 from spool.store import status_for_error
-from petrel.v1 import spool_pb2
 from spool.streams import answer_batches, answer_concurrently
 
 A = "0" * 31 + "a"
