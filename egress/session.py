@@ -21,13 +21,15 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
+from aiosmtplib.protocol import COMMAND_INJECTION_REGEX
 
 from egress import metrics
-from egress.data import send_data
+from egress.data import END_OF_DATA, START_INPUT, send_content, send_data, wire_content
+from egress.pipeline import send_group
 from egress.replies import (
     SMTPUTF8_NOT_SUPPORTED,
     TLS_NOT_OFFERED,
@@ -43,6 +45,8 @@ from petrel.smtp_replies import Reply
 log = logging.getLogger(__name__)
 
 QUIT_TIMEOUT = 5.0
+INVALID_SENDER = Reply(553, "5.1.7", "Invalid sender address")
+INVALID_RECIPIENT = Reply(553, "5.1.3", "Invalid recipient address")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,17 +206,16 @@ class Session:
             params.append(b"BODY=8BITMIME")
         if needs_utf8:
             params.append(b"SMTPUTF8")
+        if smtp.supports_extension("pipelining"):
+            mail = b" ".join([b"MAIL", b"FROM:" + sender_arg, *params])
+            return await self._pipelined(mail, recipients, body, smtputf8)
         try:
             response = await smtp.execute_command(b"MAIL", b"FROM:" + sender_arg, *params,
                                                   timeout=timeout)
-        except aiosmtplib.SMTPTimeoutError as exc:
-            raise HostFailed(timed_out("MAIL FROM"), self.peer, from_server=False) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise HostFailed(connection_lost("MAIL FROM", str(exc)), self.peer,
-                             from_server=False) from exc
+            raise HostFailed(_failure("MAIL FROM", exc), self.peer, from_server=False) from exc
         except ValueError as exc:  # a control character in the address
-            raise HostFailed(Reply(553, "5.1.7", "Invalid sender address"), self.peer,
-                             from_server=False) from exc
+            raise HostFailed(INVALID_SENDER, self.peer, from_server=False) from exc
         if not 200 <= response.code < 300:
             raise HostFailed(from_response(response.code, response.message), self.peer,
                              from_server=True)
@@ -228,34 +231,97 @@ class Session:
                 response = await smtp.execute_command(b"RCPT", b"TO:" + address,
                                                       timeout=timeout)
             except ValueError:
-                replies[index] = Reply(553, "5.1.3", "Invalid recipient address")
+                replies[index] = INVALID_RECIPIENT
                 continue
-            except aiosmtplib.SMTPTimeoutError:
-                return _fill(replies, timed_out("RCPT TO"))
             except (aiosmtplib.SMTPException, OSError) as exc:
-                return _fill(replies, connection_lost("RCPT TO", str(exc)))
+                return _abort(replies, _failure("RCPT TO", exc))
             reply = from_response(response.code, response.message)
             replies[index] = reply
             if 200 <= response.code < 300:
                 accepted.append(index)
             elif response.code == 421:
                 self.closing = True
-                return _fill(replies, reply)
+                return _abort(replies, reply)
         if not accepted:
             return _fill(replies, SMTPUTF8_NOT_SUPPORTED)  # every entry is set by now
+        data_reply = await self._data_reply(send_data(smtp, body, self.options.data_timeout))
+        return self._delivered(replies, accepted, data_reply)
 
+    async def _pipelined(self, mail: bytes, recipients: Sequence[str], body: bytes,
+                         smtputf8: bool) -> list[Reply]:
+        """``transaction`` with MAIL, every RCPT and DATA in one group (RFC 2920), then the
+        content: the same replies and failures, one round trip before the content."""
+        if COMMAND_INJECTION_REGEX.search(mail):
+            raise HostFailed(INVALID_SENDER, self.peer, from_server=False)
+        replies: list[Reply | None] = [None] * len(recipients)
+        sent: list[int] = []
+        commands = [mail]
+        for index, recipient in enumerate(recipients):
+            address = encode_address(recipient, smtputf8)
+            if address is None:
+                replies[index] = SMTPUTF8_NOT_SUPPORTED
+            elif COMMAND_INJECTION_REGEX.search(address):
+                replies[index] = INVALID_RECIPIENT
+            else:
+                commands.append(b"RCPT TO:" + address)
+                sent.append(index)
+        if not sent:
+            self.clean = True  # nothing was sent
+            return _fill(replies, SMTPUTF8_NOT_SUPPORTED)  # every entry is set
+        commands.append(b"DATA")
+        responses, error = await send_group(self.smtp, commands, self.options.command_timeout)
+        if not responses:
+            raise HostFailed(_failure("MAIL FROM", error), self.peer, from_server=False)
+        mail_response, data_start = responses[0], responses[-1]
+        if not 200 <= mail_response.code < 300:
+            if error is None and data_start.code == START_INPUT:
+                await self._end_empty_data()
+            raise HostFailed(from_response(mail_response.code, mail_response.message),
+                             self.peer, from_server=True)
+        accepted: list[int] = []
+        for index, response in zip(sent, responses[1:], strict=False):
+            reply = from_response(response.code, response.message)
+            replies[index] = reply
+            if 200 <= response.code < 300:
+                accepted.append(index)
+            elif response.code == 421:
+                self.closing = True
+                return _abort(replies, reply)
+        if error is not None:
+            stage = "RCPT TO" if len(responses) <= len(sent) else "DATA"
+            return _abort(replies, _failure(stage, error))
+        if not accepted:
+            if data_start.code == START_INPUT:
+                await self._end_empty_data()
+            return _fill(replies, SMTPUTF8_NOT_SUPPORTED)  # every entry is set by now
+        if data_start.code != START_INPUT:
+            data_reply = from_response(data_start.code, data_start.message)
+        else:
+            data_reply = await self._data_reply(
+                send_content(self.smtp, wire_content(body), self.options.data_timeout))
+        return self._delivered(replies, accepted, data_reply)
+
+    async def _end_empty_data(self) -> None:
+        """RFC 2920 3.1: the server took a pipelined DATA although no recipient was accepted;
+        a lone dot ends that transaction (its reply says nothing about any recipient)."""
+        await self._data_reply(send_content(self.smtp, END_OF_DATA, self.options.data_timeout))
+
+    async def _data_reply(self, exchange: Awaitable[aiosmtplib.SMTPResponse]) -> Reply:
+        """DATA's final reply, from ``exchange``, as a ``Reply``; sets ``clean`` when the server
+        answered (refused before or after the content, the transaction is over either way)."""
         try:
-            response = await send_data(smtp, body, self.options.data_timeout)
-            data_reply = from_response(response.code, response.message)
-            self.clean = True
+            response = await exchange
         except aiosmtplib.SMTPResponseException as exc:
-            data_reply = from_response(exc.code, exc.message)
-            # Refused before or after the content: either way the transaction is over.
             self.clean = True
-        except aiosmtplib.SMTPTimeoutError:
-            data_reply = timed_out("DATA")
+            return from_response(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            data_reply = connection_lost("DATA", str(exc))
+            return _failure("DATA", exc)
+        self.clean = True
+        return from_response(response.code, response.message)
+
+    def _delivered(self, replies: list[Reply | None], accepted: list[int],
+                   data_reply: Reply) -> list[Reply]:
+        """The replies once DATA was answered: ``data_reply`` for every accepted recipient."""
         self.closing = data_reply.code == 421
         for index in accepted:
             replies[index] = data_reply
@@ -289,6 +355,21 @@ class Session:
 
 def _fill(replies: list[Reply | None], default: Reply) -> list[Reply]:
     return [default if reply is None else reply for reply in replies]
+
+
+def _abort(replies: list[Reply | None], failure: Reply) -> list[Reply]:
+    """The replies of a transaction that ended before DATA's final reply: ``failure`` for
+    every recipient without a refusal of its own, accepted ones included (their RCPT's 250
+    delivered nothing)."""
+    return [failure if reply is None or 200 <= reply.code < 300 else reply
+            for reply in replies]
+
+
+def _failure(stage: str, error: BaseException | None) -> Reply:
+    """The reply egress makes up when ``stage`` got no answer because of ``error``."""
+    if isinstance(error, aiosmtplib.SMTPTimeoutError):
+        return timed_out(stage)
+    return connection_lost(stage, str(error))
 
 
 async def _greet(smtp: aiosmtplib.SMTP, peer: Peer, options: SessionOptions) -> None:

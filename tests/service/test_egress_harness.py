@@ -244,20 +244,34 @@ class BannerServer:
             await self._server.wait_closed()
 
 
+Script = str | None | list[str | None]
+
+
 class ScriptedSmtp:
     """A minimal SMTP server whose replies are scripted per command verb (``"BANNER"``,
     ``"EHLO"``, ``"HELO"``, ``"MAIL"``, ``"RCPT"``, ``"DATA"`` for the 354, ``"DOT"`` for the
     reply after the message, ``"RSET"``, ``"QUIT"``). A reply of ``None`` means never answer
-    (to exercise timeouts); ``"CLOSE"`` hangs up instead of answering."""
+    (to exercise timeouts); ``"CLOSE"`` hangs up instead of answering; a list scripts the
+    verb's successive replies (the last one repeats). With ``pipelining`` EHLO advertises
+    PIPELINING; commands are answered in order either way. ``messages`` holds each message's
+    data up to and including the line with the lone dot."""
 
-    DEFAULTS = {"BANNER": "220 scripted.test ESMTP", "EHLO": "250 scripted.test",
-                "HELO": "250 scripted.test", "MAIL": "250 2.1.0 OK", "RCPT": "250 2.1.5 OK",
-                "DATA": "354 go ahead", "DOT": "250 2.0.0 queued", "RSET": "250 2.0.0 OK",
-                "QUIT": "221 2.0.0 bye", "NOOP": "250 2.0.0 OK"}
+    DEFAULTS: dict[str, Script] = {
+        "BANNER": "220 scripted.test ESMTP", "EHLO": "250 scripted.test",
+        "HELO": "250 scripted.test", "MAIL": "250 2.1.0 OK", "RCPT": "250 2.1.5 OK",
+        "DATA": "354 go ahead", "DOT": "250 2.0.0 queued", "RSET": "250 2.0.0 OK",
+        "QUIT": "221 2.0.0 bye", "NOOP": "250 2.0.0 OK"}
+    PIPELINING_EHLO = "250-scripted.test\r\n250 PIPELINING"
 
-    def __init__(self, host: str, port: int, **replies: str | None) -> None:
+    def __init__(self, host: str, port: int, *, pipelining: bool = False,
+                 **replies: Script) -> None:
         self.host, self.port = host, port
-        self.replies: dict[str, str | None] = {**self.DEFAULTS, **replies}
+        ehlo = {"EHLO": self.PIPELINING_EHLO} if pipelining else {}
+        scripts = {**self.DEFAULTS, **ehlo, **replies}
+        # Lists are consumed: each server gets its own copies.
+        self.replies: dict[str, Script] = {
+            verb: list(script) if isinstance(script, list) else script
+            for verb, script in scripts.items()}
         self.commands: list[str] = []
         self.messages: list[bytes] = []
         self._server: asyncio.Server | None = None
@@ -267,41 +281,58 @@ class ScriptedSmtp:
         self._server = await asyncio.start_server(self._session, self.host, self.port)
         return self
 
-    async def _answer(self, writer: asyncio.StreamWriter, verb: str) -> bool:
-        reply = self.replies.get(verb, "500 5.5.1 unknown command")
+    def _next_reply(self, verb: str) -> str | None:
+        script = self.replies.get(verb, "500 5.5.1 unknown command")
+        if isinstance(script, list):
+            return script.pop(0) if len(script) > 1 else script[0]
+        return script
+
+    async def _answer(self, writer: asyncio.StreamWriter, verb: str) -> str | None:
+        """The reply sent for ``verb``, or ``None`` when the script says not to answer."""
+        reply = self._next_reply(verb)
         if reply is None:
-            return False
+            return None
         if reply == "CLOSE":
             writer.close()
-            return False
+            return None
         writer.write(f"{reply}\r\n".encode())
         await writer.drain()
-        return True
+        return reply
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        ) -> None:
         self._writers.add(writer)
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            if not await self._answer(writer, "BANNER"):
+            if await self._answer(writer, "BANNER") is None:
                 await reader.read()
                 return
             while line := await reader.readline():
-                verb = line.decode(errors="replace").split(" ", 1)[0].strip().upper()
-                self.commands.append(verb)
+                verb = self._record(line)
                 if verb == "DATA":
-                    if not await self._answer(writer, "DATA"):
-                        await reader.read()
+                    reply = await self._answer(writer, "DATA")
+                    if reply is None:
+                        await self._listen(reader)
                         return
-                    if not self.replies["DATA"].startswith("354"):  # type: ignore[union-attr]
+                    if not reply.startswith("354"):
                         continue
-                    self.messages.append(await reader.readuntil(b"\r\n.\r\n"))
+                    self.messages.append(await read_message(reader))
                     verb = "DOT"
-                if not await self._answer(writer, verb):
-                    await reader.read()
+                if await self._answer(writer, verb) is None:
+                    await self._listen(reader)
                     return
                 if verb == "QUIT":
                     break
         writer.close()
+
+    def _record(self, line: bytes) -> str:
+        verb = line.decode(errors="replace").split(" ", 1)[0].strip().upper()
+        self.commands.append(verb)
+        return verb
+
+    async def _listen(self, reader: asyncio.StreamReader) -> None:
+        """Silent from now on: record what the client still sends until it hangs up."""
+        while line := await reader.readline():
+            self._record(line)
 
     async def stop(self) -> None:
         """Stop listening and hang up on every client (no session outlives the server)."""
@@ -310,6 +341,16 @@ class ScriptedSmtp:
             await self._server.wait_closed()
         for writer in self._writers:
             writer.close()
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes:
+    """Message data after a 354, up to and including the line with the lone dot."""
+    lines = []
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        lines.append(line)
+        if line == b".\r\n":
+            return b"".join(lines)
 
 
 _cert_lock = threading.Lock()

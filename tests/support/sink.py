@@ -12,7 +12,8 @@ like KumoMTA's test sink:
 
 ``sink.rcpt_reply`` / ``sink.data_reply`` override everything when set (e.g. refuse all
 with ``"421 4.3.2 busy"``). ``sink.messages`` holds ``Received`` transactions. With
-``tls_context`` it offers STARTTLS. Subclasses serve through their own handler
+``tls_context`` it offers STARTTLS. It advertises PIPELINING, as most MX hosts do, unless
+``pipelining`` is false. Subclasses serve through their own handler
 (``handler()``), e.g. one that subclasses ``SinkHandler``.
 """
 
@@ -42,6 +43,14 @@ class Received:
 class SinkHandler:
     sink: SmtpSink
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.sink.pipelining:
+            # aiosmtpd reads pipelined commands in order but does not advertise it.
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         reply = self.sink.reply_for_rcpt(address)
@@ -70,6 +79,7 @@ class SmtpSink:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
     tls_context: ssl.SSLContext | None = None
+    pipelining: bool = True
 
     def reply_for_rcpt(self, address: str) -> str:
         with self._lock:
