@@ -69,11 +69,13 @@ class SessionOptions:
     connect_timeout: float
     command_timeout: float
     data_timeout: float
+    pipelining: bool = True
 
     @classmethod
     def from_config(cls, config: EgressConfig) -> SessionOptions:
         return cls(config.ehlo_name, config.tls, make_tls_context(config.tls_verify),
-                   config.connect_timeout, config.command_timeout, config.data_timeout)
+                   config.connect_timeout, config.command_timeout, config.data_timeout,
+                   config.pipelining)
 
 
 def make_tls_context(verify: bool) -> ssl.SSLContext:
@@ -206,7 +208,7 @@ class Session:
             params.append(b"BODY=8BITMIME")
         if needs_utf8:
             params.append(b"SMTPUTF8")
-        if smtp.supports_extension("pipelining"):
+        if self.options.pipelining and smtp.supports_extension("pipelining"):
             mail = b" ".join([b"MAIL", b"FROM:" + sender_arg, *params])
             return await self._pipelined(mail, recipients, body, smtputf8)
         try:

@@ -203,6 +203,23 @@ async def test_pipelined_commands_reach_the_server_before_it_answers_mail(
     assert result.peer.startswith("second.two.test ")
 
 
+async def test_pipelining_off_sends_one_command_at_a_time(
+        tmp_path_factory: pytest.TempPathFactory, dns_server: DnsServer,
+        sink: RecordingSink) -> None:
+    routing = {"dns_nameservers": ["127.0.0.1"], "dns_port": dns_server.port,
+               "smtp_port": sink.port}
+    first = await scripted(sink.port, True, MAIL=None)
+    address = rcpt("two.test")
+    try:
+        async with EgressHarness(tmp_path_factory.mktemp("serial"), routing=routing,
+                                 egress={**FAST, "pipelining": False}) as serial:
+            result = await serial.deliver("two.test", [address])
+    finally:
+        await first.stop()
+    assert first.commands == ["EHLO", "MAIL"]
+    assert outcomes(result)[address][0] == "DELIVERED"
+
+
 @pytest.mark.parametrize("mail_reply", ["451 4.3.0 try later", "550 5.7.1 no"])
 async def test_data_accepted_after_a_refused_mail_is_ended_with_a_lone_dot(
         harness: EgressHarness, sink: RecordingSink, mail_reply: str) -> None:
