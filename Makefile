@@ -10,7 +10,7 @@ APT_PACKAGES := postfix dnsmasq-base swaks docker-compose prometheus
 STAMP := $(VENV)/.installed
 
 .PHONY: up test unit service e2e lint typecheck proto proto-check bench deps system-deps clean \
-	metrics-doc compose-check fuzz bench-stages bench-paired
+	metrics-doc compose-check fuzz bench-stages bench-paired bench-rtt
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -97,6 +97,11 @@ bench-stages: system-deps deps
 # delivered rate of B relative to A, e.g. ARGS="/tmp/base . --rounds 6".
 bench-paired: system-deps deps
 	$(PY) benchmarks/paired.py $(ARGS)
+
+# Delivered rate through a relay adding 40 ms of round trip, egress pipelining on and off
+# (benchmarks/rtt.py).
+bench-rtt: system-deps deps
+	$(PY) benchmarks/rtt.py $(ARGS)
 
 # Bounded SMTP fuzzing of a real ingress (docs/hardening.md), e.g. ARGS="--seconds 300".
 fuzz: deps
