@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ingress.data import DataReceiver
+from ingress.data import DataReceiver, lines_within
 from ingress.message import has_bare_line_ending
 from petrel import smtp_replies
 
@@ -189,3 +189,15 @@ def test_blocks_and_lines_agree(stream: bytes, arrival_list: list[int], max_size
     assert by_block.refusal == by_line.refusal
     assert by_block.content() == by_line.content()
     assert by_block.size == by_line.size
+
+
+@PROPERTY
+@given(st.lists(st.integers(min_value=0, max_value=90), min_size=1, max_size=30),
+       st.integers(min_value=2, max_value=60))
+@example([59, 0, 60], 60)
+@example([60], 60)
+@example([29, 30, 31], 60)
+def test_lines_within_agrees_with_measuring_every_line(lengths: list[int], limit: int) -> None:
+    """``lines_within``'s window scan gives the verdict of measuring each line."""
+    block = b"".join(b"x" * n + b"\n" for n in lengths)
+    assert lines_within(block, limit) == (max(lengths) + 1 <= limit)
