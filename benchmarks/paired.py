@@ -1,6 +1,6 @@
 """Paired A/B of two Petrel variants: both pipelines run at the same time, side by side.
 
-    python benchmarks/paired.py A B [--rounds 6] [--messages 3000] [--sessions 10]
+    python benchmarks/paired.py A B [--rounds 6] [--messages 3000] [--sessions 10] [--size 2048]
 
 ``A`` and ``B`` are Petrel source trees (e.g. ``git worktree add /tmp/base <rev>``), each
 optionally followed by ``|PETREL_X=value,...`` settings (``".|PETREL_EVENT_LOOP=asyncio"``).
@@ -52,15 +52,16 @@ class Variant:
         return cls(text, Path(path).resolve(), settings)
 
 
-def source(port: int, count: int, sessions: int) -> None:
+def source(port: int, count: int, sessions: int, size: int) -> None:
     subprocess.run([shutil.which("smtp-source") or "/usr/sbin/smtp-source", "-s", str(sessions),
-                    "-m", str(count), "-l", "2048", "-M", "bench.example",
+                    "-m", str(count), "-l", str(size), "-M", "bench.example",
                     "-f", "sender@bench.example", "-t", "rcpt@dest.example",
                     f"127.0.0.1:{port}"], check=True, timeout=900,
                    stdout=subprocess.DEVNULL)
 
 
-def one_round(variants: list[Variant], messages: int, sessions: int, deadline: float) -> None:
+def one_round(variants: list[Variant], messages: int, sessions: int, deadline: float,
+              size: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="petrel-paired-"))
     running: list[tuple[bench.Sink, bench.Petrel]] = []
     try:
@@ -71,7 +72,7 @@ def one_round(variants: list[Variant], messages: int, sessions: int, deadline: f
             sink = bench.Sink(workdir)
             running.append((sink, bench.Petrel(workdir, sink.port, settings=variant.settings)))
         for sink, petrel in running:
-            source(petrel.smtp_port, WARMUP, sessions)
+            source(petrel.smtp_port, WARMUP, sessions, size)
             bench.wait_sink(sink, WARMUP, 60)
         before = [bench.cpu_by_service(petrel.pids()) for _, petrel in running]
         counted = [sink.messages() for sink, _ in running]
@@ -80,7 +81,7 @@ def one_round(variants: list[Variant], messages: int, sessions: int, deadline: f
 
         def drive(index: int) -> None:
             sink, petrel = running[index]
-            source(petrel.smtp_port, messages, sessions)
+            source(petrel.smtp_port, messages, sessions, size)
             while sink.messages() < counted[index] + messages:
                 if time.monotonic() - started > deadline:
                     return
@@ -117,12 +118,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--size", type=int, default=2048, help="message size in bytes")
     parser.add_argument("--deadline", type=float, default=300.0,
                         help="seconds a round may take before it fails")
     args = parser.parse_args()
     variants = [Variant.parse(args.a), Variant.parse(args.b)]
     for _ in range(args.rounds):
-        one_round(variants, args.messages, args.sessions, args.deadline)
+        one_round(variants, args.messages, args.sessions, args.deadline, args.size)
     a, b = variants
     cpu = [rb[0] / ra[0] for ra, rb in zip(a.rounds, b.rounds, strict=True)]
     rate = [rb[1] / ra[1] for ra, rb in zip(a.rounds, b.rounds, strict=True)]
