@@ -237,13 +237,8 @@ class Session:
                 continue
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return _abort(replies, _failure("RCPT TO", exc))
-            reply = from_response(response.code, response.message)
-            replies[index] = reply
-            if 200 <= response.code < 300:
-                accepted.append(index)
-            elif response.code == 421:
-                self.closing = True
-                return _abort(replies, reply)
+            if (closing := self._note_rcpt(replies, accepted, index, response)) is not None:
+                return _abort(replies, closing)
         if not accepted:
             return _fill(replies, SMTPUTF8_NOT_SUPPORTED)  # every entry is set by now
         data_reply = await self._data_reply(send_data(smtp, body, self.options.data_timeout))
@@ -282,13 +277,8 @@ class Session:
                              self.peer, from_server=True)
         accepted: list[int] = []
         for index, response in zip(sent, responses[1:], strict=False):
-            reply = from_response(response.code, response.message)
-            replies[index] = reply
-            if 200 <= response.code < 300:
-                accepted.append(index)
-            elif response.code == 421:
-                self.closing = True
-                return _abort(replies, reply)
+            if (closing := self._note_rcpt(replies, accepted, index, response)) is not None:
+                return _abort(replies, closing)
         if error is not None:
             stage = "RCPT TO" if len(responses) <= len(sent) else "DATA"
             return _abort(replies, _failure(stage, error))
@@ -302,6 +292,19 @@ class Session:
             data_reply = await self._data_reply(
                 send_content(self.smtp, wire_content(body), self.options.data_timeout))
         return self._delivered(replies, accepted, data_reply)
+
+    def _note_rcpt(self, replies: list[Reply | None], accepted: list[int], index: int,
+                   response: aiosmtplib.SMTPResponse) -> Reply | None:
+        """Record RCPT's ``response`` for recipient ``index``; its reply when the server
+        said 421 (it is closing the connection: the transaction ends here)."""
+        reply = from_response(response.code, response.message)
+        replies[index] = reply
+        if 200 <= response.code < 300:
+            accepted.append(index)
+        elif response.code == 421:
+            self.closing = True
+            return reply
+        return None
 
     async def _end_empty_data(self) -> None:
         """RFC 2920 3.1: the server took a pipelined DATA although no recipient was accepted;
