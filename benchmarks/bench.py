@@ -28,7 +28,9 @@ wait (bounded) for the machine to be quiet, then the measured load, then the lat
 - **cpu-s/1k**: CPU seconds of the whole system under test (all Petrel processes, or the
   Postfix process group) per 1,000 messages, over the measured load until the last delivery;
 - **accept p50/p99 ms**: ``benchmarks/loadgen.py probe`` after the load has drained, at a
-  fixed open-loop rate (default: half the accepted/s just measured; ``--latency-rate``), at
+  fixed open-loop rate (default: half the sustained rate just measured, the lower of accepted/s
+  and delivered/s: gRPC inject accepts faster than it delivers, and a rate above delivered/s
+  only fills the queue; ``--latency-rate``), at
   most ``--latency-seconds`` and ``--latency-max`` messages: SMTP from the end of DATA (the
   ``.``) to the 250, gRPC from the request to its response, REST from the POST to the answer;
 - **peak RSS MB**: highest total RSS seen, then the peak per service (Petrel) or per program
@@ -795,7 +797,7 @@ def run_scenario(sc: Scenario, workdir: Path, egress: int = 1, timeout: float = 
                 result.seconds = round(run.delivered_s, 2)
             sent += expect
             if opts.latency and result.accepted_per_s and time.monotonic() < deadline - 5:
-                rate = opts.latency_rate or max(1.0, result.accepted_per_s * opts.latency_fraction)
+                rate = opts.latency_rate or max(1.0, sustained_rate(result) * opts.latency_fraction)
                 left = deadline - time.monotonic()
                 outcome = run_probe(probe_command(sc, port, rate, opts, left - 2), left)
                 result.latency_rate = round(rate, 1)
@@ -1012,6 +1014,13 @@ def format_targets(results: Sequence[Result]) -> list[str]:
     return out
 
 
+def sustained_rate(result: Result) -> float:
+    """The rate a system keeps up with: accepted/s, unless it delivered slower (a burst
+    that filled the queue faster than the queue drains is not a rate it can hold)."""
+    accepted = result.accepted_per_s or 0.0
+    return min(accepted, result.delivered_per_s or accepted)
+
+
 def format_report(results: Sequence[Result]) -> str:
     parts = [format_table(results), "",
              "Cells of repeated runs: median (min-max). petrel/postfix: ratio of the medians "
@@ -1132,7 +1141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="warm-up messages per run (default 300, "
                         "--quick 100; 0 = none)")
     parser.add_argument("--latency-rate", type=float,
-                        help="probe rate in messages/s (default: half the accepted/s measured)")
+                        help="probe rate in messages/s (default: half the sustained rate "
+                        "measured, the lower of accepted/s and delivered/s)")
     parser.add_argument("--latency-seconds", type=float,
                         help="probe duration (default 10, --quick 3)")
     parser.add_argument("--latency-max", type=int, help="probe messages at most "
