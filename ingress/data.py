@@ -87,7 +87,6 @@ class DataReceiver:
         return (block.count(b"\n") == pairs and block.count(b"\r") == pairs
                 and b"\0" not in block and lines_within(block, self.max_line))
 
-
     def _check(self, segment: bytes, body: bytes, complete: bool) -> None:
         if self.refusal is not None:
             return

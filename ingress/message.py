@@ -11,9 +11,9 @@ returns the bytes to store:
   a line that is neither a header field nor the empty separator line (a message without
   headers), an empty line is inserted so the body does not become part of our headers.
 
-Line endings: SMTP DATA must use CRLF only (``has_bare_line_ending``); inject content with LF
-endings is converted by ``normalize_line_endings``, and a CR that does not start a CRLF is
-refused there too.
+Line endings: SMTP DATA must use CRLF only (``ingress.data.DataReceiver`` refuses anything
+else while it reads); inject content with LF endings is converted by
+``normalize_line_endings``, and a CR that does not start a CRLF is refused there too.
 """
 
 from __future__ import annotations
@@ -39,12 +39,6 @@ _HELO_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x7e]")  # printable ASCII except pa
 
 class InvalidMessage(ValueError):
     """The message cannot be accepted; ``str()`` says why (safe to show to the client)."""
-
-
-def has_bare_line_ending(data: bytes) -> bool:
-    """True when ``data`` holds a CR or LF that is not part of a CRLF pair."""
-    pairs = data.count(CRLF)
-    return data.count(b"\r") != pairs or data.count(b"\n") != pairs
 
 
 def normalize_line_endings(data: bytes) -> bytes:

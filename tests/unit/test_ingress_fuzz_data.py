@@ -4,15 +4,21 @@ size limit."""
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ingress.data import DataReceiver, lines_within
-from ingress.message import has_bare_line_ending
 from petrel import smtp_replies
 
 PROPERTY = settings(max_examples=200, deadline=None)
 READER_LIMIT = 64  # small, so long lines arrive in pieces as they do from the real reader
+
+
+def has_bare_line_ending(data: bytes) -> bool:
+    """Reference: ``data`` holds a CR or LF that is not part of a CRLF pair."""
+    return bool(re.search(rb"\r(?!\n)|(?<!\r)\n", data))
 
 
 def end_of_data(stream: bytes) -> int:

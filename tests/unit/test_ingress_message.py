@@ -13,7 +13,6 @@ from ingress.message import (
     InvalidMessage,
     Stamp,
     address_literal,
-    has_bare_line_ending,
     normalize_line_endings,
     prepare_message,
     received_header,
@@ -104,14 +103,6 @@ def test_received_for_grpc_and_ipv6_and_hostile_helo() -> None:
     weird = Stamp("ab" * 16, "h.test", "ESMTPA", "::ffff:10.0.0.1", "evil (x) \xe9")
     assert received_header(weird).startswith(b"Received: from evil??x??? ([10.0.0.1])")
     assert address_literal("nonsense") == "[unknown]"
-
-
-@pytest.mark.parametrize(("data", "bare"), [
-    (b"a\r\nb\r\n", False), (b"", False), (b"a\nb\r\n", True), (b"a\rb\r\n", True),
-    (b"a\r\r\n", True), (b"a\r\n\n", True), (b"\n.\n", True),
-])
-def test_bare_line_endings(data: bytes, bare: bool) -> None:
-    assert has_bare_line_ending(data) is bare
 
 
 def test_normalize_line_endings() -> None:
