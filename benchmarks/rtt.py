@@ -121,29 +121,33 @@ def once(rtt_ms: float, setting: str, messages: int, connections: int,
     with tempfile.TemporaryDirectory(prefix="petrel-rtt-") as tmp:
         workdir = Path(tmp)
         sink = Sink(workdir)
-        proxy = DelayProxy(sink.port, rtt_ms / 2000).__enter__()
-        petrel = None
         try:
-            rtt = connect_rtt(proxy.port)
-            petrel = Petrel(workdir, proxy.port, settings={
-                "PETREL_EGRESS__PIPELINING": SETTINGS[setting],
-                "PETREL_SCHEDULER__CONNECTION_LIMIT": str(connections)})
-            source = load_command(Scenario(2048, 20, 1, messages), petrel.smtp_port,
-                                  messages, timeout)
-            start = time.monotonic()
-            subprocess.run(source, check=True, capture_output=True, timeout=timeout)
-            deadline = start + timeout
-            while sink.messages() < messages:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{sink.messages()} of {messages} delivered in "
-                                       f"{timeout:.0f} s; see {petrel.log_path}")
-                time.sleep(0.05)
-            return messages / (time.monotonic() - start), rtt
+            with DelayProxy(sink.port, rtt_ms / 2000) as proxy:
+                rtt = connect_rtt(proxy.port)
+                petrel = Petrel(workdir, proxy.port, settings={
+                    "PETREL_EGRESS__PIPELINING": SETTINGS[setting],
+                    "PETREL_SCHEDULER__CONNECTION_LIMIT": str(connections)})
+                try:
+                    return delivered_rate(petrel, sink, messages, timeout), rtt
+                finally:
+                    petrel.stop()
         finally:
-            if petrel is not None:
-                petrel.stop()
-            proxy.__exit__()
             sink.stop()
+
+
+def delivered_rate(petrel: Petrel, sink: Sink, messages: int, timeout: float) -> float:
+    """``messages`` of 2 KB from ``smtp-source`` (20 sessions) into ``petrel``; messages per
+    second from the first injection until ``sink`` counted them all."""
+    source = load_command(Scenario(2048, 20, 1, messages), petrel.smtp_port, messages, timeout)
+    start = time.monotonic()
+    subprocess.run(source, check=True, capture_output=True, timeout=timeout)
+    deadline = start + timeout
+    while sink.messages() < messages:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{sink.messages()} of {messages} delivered in "
+                               f"{timeout:.0f} s; see {petrel.log_path}")
+        time.sleep(0.05)
+    return messages / (time.monotonic() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
