@@ -90,6 +90,12 @@ class SessionReader(asyncio.StreamReader):
     def discard_line_state(self) -> None:
         self._mid_line = False
 
+    def release(self) -> None:
+        """Forget the owner and the transport (the session is over; see
+        ``StrictSMTP._release``)."""
+        self._owner = None  # type: ignore[assignment]
+        self._transport = None
+
     async def readuntil(self, separator: Any = b"\n") -> bytes:
         if separator != b"\n":
             return await super().readuntil(separator)
@@ -173,6 +179,7 @@ class StrictSMTP(SMTP):
         self._errors = 0
         self._junk = 0
         self._close_after_reply = False
+        self._served = False  # the command loop has ended
         self._continued: list[bytes] = []
         # The command being run ("" between commands).
         self.verb = ""
@@ -203,7 +210,10 @@ class StrictSMTP(SMTP):
             self._session_reader.discard_line_state()
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.refused or self._lost:
+        if self.refused:
+            self._release()
+            return
+        if self._lost:
             return
         self._lost = True
         if self._admitted_ip is not None and self._limiter is not None:
@@ -215,6 +225,21 @@ class StrictSMTP(SMTP):
         closed = getattr(self, "_closed", None)
         if isinstance(closed, asyncio.Future) and closed.done() and not closed.cancelled():
             closed.exception()
+        if self._served:
+            self._release()
+
+    def _release(self) -> None:
+        """Drop the references that lead from the session back to itself (its reader, writer,
+        command table, task and connect callback), once it is over: disconnected and its
+        command loop ended. Reference counting then frees a session the moment it ends; left
+        to the cyclic garbage collector, ≈ 40 objects per session cost ≈ 5 % of ingress's
+        CPU in collections."""
+        self._client_connected_cb = None
+        self._smtp_methods = {}
+        self._handler_coroutine = None
+        self._reader = None  # type: ignore[assignment]
+        self._writer = None  # type: ignore[assignment]
+        self._session_reader.release()
 
     def data_received(self, data: bytes) -> None:
         if not self.refused:
@@ -232,14 +257,20 @@ class StrictSMTP(SMTP):
         return peer_address(self.session.peer if self.session is not None else None)
 
     async def _handle_client(self) -> None:
-        pause = 0.0 if self._trusted(self.peer_ip) else self._config.greeting_pause
-        if pause > 0:
-            await asyncio.sleep(pause)
-        if self._session_reader.pending:
-            log.info("%s talked before the greeting", self.peer_ip, extra={"peer": self.peer_ip})
-            self.hang_up(smtp_replies.SYNC_ERROR)
-            return
-        await self._serve_commands()
+        try:
+            pause = 0.0 if self._trusted(self.peer_ip) else self._config.greeting_pause
+            if pause > 0:
+                await asyncio.sleep(pause)
+            if self._session_reader.pending:
+                log.info("%s talked before the greeting", self.peer_ip,
+                         extra={"peer": self.peer_ip})
+                self.hang_up(smtp_replies.SYNC_ERROR)
+                return
+            await self._serve_commands()
+        finally:
+            self._served = True
+            if self._lost:
+                self._release()
 
     async def _serve_commands(self) -> None:
         """Greet, then read and run commands until the connection goes.
@@ -253,7 +284,7 @@ class StrictSMTP(SMTP):
         await self.push(f"220 {self.hostname} {self.__ident__}")
         bogus_budget = BOGUS_LIMIT
         reader = self._session_reader
-        while self.transport is not None:
+        while not self._closing():
             try:
                 line = (await reader.read_command_line()).rstrip(b"\r\n")
                 if not line:
@@ -495,6 +526,19 @@ class StrictSMTP(SMTP):
     async def smtp_EXPN(self, arg: str) -> None:
         if not await self._count_junk():
             await super().smtp_EXPN(arg)
+
+    @syntax("QUIT")
+    async def smtp_QUIT(self, arg: str) -> None:
+        """aiosmtpd's QUIT, except that the connection is closed without cancelling the
+        command loop (which ends by itself once the connection is closing): no
+        ``CancelledError`` and its traceback per session."""
+        if arg:
+            await self.push("501 Syntax: QUIT")
+            return
+        status = await self._call_handler_hook("QUIT")
+        await self.push("221 Bye" if status is MISSING else status)
+        if self.transport is not None:
+            self.transport.close()
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
