@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import json
 import logging
 import os
@@ -134,6 +135,16 @@ async def serve_grpc_until(stop: asyncio.Event, server: grpc.aio.Server,
     await stop.wait()
     await set_serving(health_servicer, service_names, False)
     await server.stop(grace)
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything allocated so far (modules, gRPC and protobuf machinery, the
+    service's own set-up) from the cyclic garbage collector: a stateless service keeps all of
+    it until it exits, and every full collection under load would walk it again (30 to 40 ms
+    a pass in ingress and egress). Call once, when set-up is done; the garbage of the set-up
+    is collected first."""
+    gc.collect()
+    gc.freeze()
 
 
 def print_ready(service: str, **addresses: object) -> None:
