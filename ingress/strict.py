@@ -273,7 +273,8 @@ class StrictSMTP(SMTP):
                 self._release()
 
     async def _serve_commands(self) -> None:
-        """Greet, then read and run commands until the connection goes.
+        """Greet, then read and run commands until the connection is closing (QUIT, a
+        hang-up) or gone.
 
         The command loop of aiosmtpd's ``SMTP._handle_client`` (release pinned in
         pyproject.toml) for the options we use (no PROXY protocol, no command call limits,
