@@ -1,7 +1,8 @@
 """The suppression list on disk: RocksDB (rocksdict) under ``<data_dir>/suppression``.
 
-Every change is one ``WriteBatch`` (an entry and its index key together) written with
-``sync=True``, so an acknowledged add or remove survives a crash. The methods block: the
+Every change is one ``WriteBatch`` (an entry and its index key together) applied with
+``petrel.rocks.write_synced`` (RocksDB's log synced before it returns), so an acknowledged
+add or remove survives a crash. The methods block: the
 servicer runs them on the store's one thread (``SuppressionStore.run``), which also keeps
 read-modify-write (``add`` keeps an entry's ``created``) free of races.
 Keys and rules: ``bounce.suppression``.
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch
 
 from bounce.suppression import (
     ENTRY,
@@ -27,6 +28,7 @@ from bounce.suppression import (
     page_token,
     tenant_of_index,
 )
+from petrel.rocks import write_synced
 from petrel.v1 import suppression_pb2
 
 T = TypeVar("T")
@@ -59,8 +61,6 @@ class SuppressionStore:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = Rdict(str(path), _options())
-        self._sync = WriteOptions()
-        self._sync.sync = True
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="suppression")
         self._closed = False
 
@@ -93,7 +93,7 @@ class SuppressionStore:
             batch.put(key, entry.SerializeToString())
             batch.put(index_key(entry.address, entry.tenant), b"")
         if written:
-            self._db.write(batch, self._sync)
+            write_synced(self._db, batch)
         return added, updated
 
     def remove(self, keys: Sequence[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
@@ -114,7 +114,7 @@ class SuppressionStore:
             batch.delete(key)
             batch.delete(index_key(address, tenant))
         if removed:
-            self._db.write(batch, self._sync)
+            write_synced(self._db, batch)
         return removed, missing
 
     def check(self, tenant: str, addresses: Sequence[str], now_ms: int) -> list[Entry | None]:
@@ -190,7 +190,7 @@ class SuppressionStore:
             iterator.next()
         del iterator
         if purged:
-            self._db.write(batch, self._sync)
+            write_synced(self._db, batch)
         return purged
 
     def count(self) -> int:

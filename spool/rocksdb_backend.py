@@ -1,14 +1,10 @@
 """RocksDB spool backend (rocksdict): the default, embedded, durable store.
 
-Every batch is one ``WriteBatch``: RocksDB appends it to its write-ahead log, and ``write``
-syncs the log (``flush_wal(sync=True)``) before it returns; RocksDB replays the log after a
-crash, so an acknowledged batch survives ``kill -9`` and power loss, and a batch is never
-half-applied. The batch is written unsynced and the log synced in a second call, not written
-with ``sync=True``, because rocksdict holds the GIL through a synced write and releases it
-in ``flush_wal``: with ``sync=True`` the spool's event loop stood still for every commit's
-fsync (half of the time under a steady stream of commits). The difference RocksDB documents
-between the two: the batch becomes visible to reads of this process before it is synced
-instead of after; nobody outside learns of it before ``write`` returns.
+Every batch is one ``WriteBatch`` applied by ``petrel.rocks.write_synced``: RocksDB appends
+it to its write-ahead log and the log is synced before ``write`` returns; RocksDB replays the
+log after a crash, so an acknowledged batch survives ``kill -9`` and power loss, and a batch
+is never half-applied. (``write_synced`` says why that is not a write with ``sync=True``: the
+event loop keeps running during the fsync.)
 
 After a failed write (ENOSPC, an I/O error) RocksDB's log writer keeps failing every later
 write ("Writer has previous error"), so the next write first reopens the database: what was
@@ -25,8 +21,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from rocksdict import Options, Rdict, RdictIter, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, RdictIter, ReadOptions, WriteBatch
 
+from petrel.rocks import write_synced
 from spool.backend import Op, OpResult, StoredMessage
 from spool.plan import META_END, META_PREFIX, body_key, meta_key, plan_batch, scan_start
 
@@ -53,8 +50,6 @@ class RocksDbBackend:
         self.path = path
         self._db = Rdict(str(path), _options())
         self._failed = False
-        self._unsynced = WriteOptions()
-        self._unsynced.sync = False  # flush_wal syncs (see the module docstring)
         self._count = self._count_metas()
         self._closed = False
 
@@ -86,8 +81,7 @@ class RocksDbBackend:
                 else:
                     batch.put(key, value)
             try:
-                self._db.write(batch, self._unsynced)
-                self._db.flush_wal(True)
+                write_synced(self._db, batch)
             except Exception:
                 self._failed = True
                 raise
