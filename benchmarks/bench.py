@@ -364,7 +364,8 @@ class Petrel:
 
     def __init__(self, workdir: Path, sink_port: int, egress: int = 1,
                  settings: dict[str, str] | None = None, *, cpu_group: CpuGroup | None = None,
-                 metrics_port: int = 0, ready_timeout: float = 90.0, ingress: int = 1) -> None:
+                 metrics_port: int = 0, ready_timeout: float = 90.0, ingress: int = 1,
+                 python: str = sys.executable) -> None:
         self.smtp_port = free_port()
         ports = {name: free_port() for name in ("spool", "scheduler", "ingress", "bounce", "http")}
         self.grpc_port, self.http_port = ports["ingress"], ports["http"]
@@ -386,7 +387,7 @@ class Petrel:
         self.log = open(self.log_path, "wb")  # noqa: SIM115
         # --metrics-port 0: no fixed /metrics ports that a parallel run could hold
         # (the services still record their metrics).
-        cmd = [sys.executable, "-m", "petrel", "up", "--smtp-listen", f"127.0.0.1:{self.smtp_port}",
+        cmd = [python, "-m", "petrel", "up", "--smtp-listen", f"127.0.0.1:{self.smtp_port}",
                "--http-listen", f"127.0.0.1:{ports['http']}", "--smarthost",
                f"127.0.0.1:{sink_port}", "--egress-replicas", str(egress),
                "--ingress-replicas", str(ingress),

@@ -3,7 +3,9 @@
     python benchmarks/paired.py A B [--rounds 6] [--messages 3000] [--sessions 10] [--size 2048]
 
 ``A`` and ``B`` are Petrel source trees (e.g. ``git worktree add /tmp/base <rev>``), each
-optionally followed by ``|PETREL_X=value,...`` settings (``".|PETREL_EVENT_LOOP=asyncio"``).
+optionally followed by ``|PETREL_X=value,...`` settings (``".|PETREL_EVENT_LOOP=asyncio"``);
+the setting ``PYTHON=/path/to/python`` runs that variant's services on another interpreter
+(a virtualenv with Petrel's dependencies), to compare interpreters with the same code.
 Every round starts a fresh pipeline of each (``petrel up`` from that tree, its own
 ``smtp-sink``), warms both up, then drives both at once with ``smtp-source`` (``--sessions``
 connections each, one message per connection) and measures each pipeline's CPU seconds per
@@ -43,13 +45,15 @@ class Variant:
     label: str
     tree: Path
     settings: dict[str, str]
+    python: str
     rounds: list[tuple[float, float, dict[str, float]]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str) -> Variant:
         path, _, sets = text.partition("|")
         settings = dict(item.split("=", 1) for item in sets.split(",") if item)
-        return cls(text, Path(path).resolve(), settings)
+        python = settings.pop("PYTHON", sys.executable)
+        return cls(text, Path(path).resolve(), settings, python)
 
 
 def source(port: int, count: int, sessions: int, size: int) -> None:
@@ -70,7 +74,8 @@ def one_round(variants: list[Variant], messages: int, sessions: int, deadline: f
             workdir = work / str(index)
             workdir.mkdir()
             sink = bench.Sink(workdir)
-            running.append((sink, bench.Petrel(workdir, sink.port, settings=variant.settings)))
+            running.append((sink, bench.Petrel(workdir, sink.port, settings=variant.settings,
+                                                         python=variant.python)))
         for sink, petrel in running:
             source(petrel.smtp_port, WARMUP, sessions, size)
             bench.wait_sink(sink, WARMUP, 60)
