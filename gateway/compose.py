@@ -149,6 +149,11 @@ class Composer:
         ctx.update(recipient.substitutions)
         return ctx
 
+    def precomposed(self, index: int) -> bool:
+        """Whether ``compose(index)`` returns at once: the first recipient's message was
+        rendered by the trial render of ``__init__`` (no need for a worker thread)."""
+        return index == 0 and self._first is not None
+
     def compose(self, index: int) -> Composed:
         if index == 0 and self._first is not None:
             first, self._first = self._first, None

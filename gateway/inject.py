@@ -62,7 +62,8 @@ async def inject_all(stub: ingress_pb2_grpc.InjectServiceStub, composer: Compose
     async def requests() -> AsyncIterator[ingress_pb2.InjectMessageRequest]:
         for index, recipient in enumerate(recipients):
             try:
-                composed = await asyncio.to_thread(composer.compose, index)
+                composed = (composer.compose(index) if composer.precomposed(index)
+                            else await asyncio.to_thread(composer.compose, index))
             except ComposeError as exc:
                 results[index] = RecipientResult(recipient.email, None,
                                                  grpc.StatusCode.INVALID_ARGUMENT, str(exc))

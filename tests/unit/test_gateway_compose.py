@@ -174,6 +174,18 @@ def test_one_message_per_recipient_with_substitution_precedence() -> None:
     assert bob["Subject"] == "Hello Robert (gold)"
 
 
+def test_only_the_first_recipient_is_precomposed_and_only_once() -> None:
+    composer = Composer(request({"text_body": "Hi {{ name }}"},
+                                recipients=[{"email": "ann@example.org", "name": "Ann"},
+                                            {"email": "bob@example.org", "name": "Bob"}]), 10_000)
+    assert composer.precomposed(0)
+    assert not composer.precomposed(1)
+    first = composer.compose(0)
+    assert not composer.precomposed(0)  # handed out; a second compose(0) renders again
+    assert composer.compose(0).recipient == first.recipient == "ann@example.org"
+    assert composer.compose(1).recipient == "bob@example.org"
+
+
 def test_headers_are_templated_and_replace_generated_ones() -> None:
     composer = Composer(request(
         {"text_body": "x", "headers": {"To": "Undisclosed <list@example.com>",
