@@ -54,7 +54,7 @@ def bind(listen: str) -> socket.socket:
 def make_server(app: FastAPI, config: Config) -> EmbeddedServer:
     return EmbeddedServer(uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
-        http="h11", ws="none", limit_concurrency=MAX_CONCURRENCY,
+        http="httptools", ws="none", limit_concurrency=MAX_CONCURRENCY,
         timeout_graceful_shutdown=int(config.gateway.request_deadline) + 1))
 
 
