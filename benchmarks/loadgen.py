@@ -190,6 +190,19 @@ class HttpConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        reused = self.writer is not None and not self.writer.is_closing()
+        try:
+            return await self._exchange(path, body)
+        except ConnectionError:
+            if not reused:
+                raise
+            # The server closed the connection while it sat idle (uvicorn's keep-alive
+            # timeout), before this request; like any keep-alive client, send it once more on
+            # a new connection. The latency includes the retry.
+            await self.close()
+            return await self._exchange(path, body)
+
+    async def _exchange(self, path: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None or self.writer.is_closing():
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
