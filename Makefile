@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The interpreter the virtualenv is built on: Debian's python3.11 when present. It is built
 # with profile-guided and link-time optimisation and runs Petrel with ≈ 13 % less CPU per
 # message than a plain source build (pyenv's default) that may come first on PATH
-# (BENCHMARKS.md, "Interpreter"). BASE_PYTHON=... picks another one.
+# (BENCHMARKS.md, "Seventh session: the interpreter"). BASE_PYTHON=... picks another one.
 BASE_PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) python3)
 # docker-compose validates compose/compose.yaml (no daemon needed); prometheus brings promtool
 # and the server the dashboard test evaluates every query with. Installing never starts their
