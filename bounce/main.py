@@ -16,7 +16,7 @@ from bounce.suppression_store import SuppressionStore
 from petrel.config import Config, split_hostport
 from petrel.metrics import ready_fields
 from petrel.rpc import create_server, set_serving
-from petrel.runtime import freeze_startup_heap, print_ready, run_service
+from petrel.runtime import print_ready, run_service
 from petrel.v1 import bounce_pb2_grpc, suppression_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     await set_serving(health_servicer, names, True)
     purger = asyncio.create_task(purge_loop(store), name="suppression-purge") if store else None
     host, _ = split_hostport(config.bounce.listen)
-    freeze_startup_heap()
     print_ready("bounce", grpc=f"{host}:{port}", rules=len(classifier.ruleset),
                 suppression=str(store.path) if store is not None else "",
                 **ready_fields(metrics_server))

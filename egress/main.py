@@ -29,7 +29,7 @@ from petrel.config import Config
 from petrel.metrics import ready_fields
 from petrel.routing import Router
 from petrel.rpc import create_channel, create_server, set_serving
-from petrel.runtime import freeze_startup_heap, print_ready, run_service
+from petrel.runtime import print_ready, run_service
 from petrel.v1 import scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,6 @@ async def serve(stop: asyncio.Event, config: Config, *,
                             runner.run, worker_id, egress.max_inflight, drain_timeout)
     pool.start()
     health = await start_health_server(egress.listen) if egress.listen else None
-    freeze_startup_heap()
     print_ready("egress", worker_id=worker_id, scheduler=config.scheduler.address,
                 **ready_fields(metrics_server))
     try:

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from gateway.clients import Backends
 from petrel.config import Config, split_hostport
-from petrel.runtime import freeze_startup_heap, print_ready, run_service
+from petrel.runtime import print_ready, run_service
 
 # Concurrent connections+requests beyond which uvicorn answers 503 at once (bounded memory).
 MAX_CONCURRENCY = 1000
@@ -72,7 +72,6 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
                 raise RuntimeError("the HTTP server stopped during startup")
             await asyncio.sleep(0.01)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        freeze_startup_heap()
         print_ready("gateway", http=address)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -23,7 +23,7 @@ from petrel.config import Config, split_hostport
 from petrel.events import EventLog
 from petrel.metrics import ready_fields
 from petrel.rpc import create_channel, create_server, set_serving
-from petrel.runtime import freeze_startup_heap, print_ready, run_service
+from petrel.runtime import print_ready, run_service
 from petrel.v1 import ingress_pb2, ingress_pb2_grpc, suppression_pb2
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,6 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     await ingress.start()
     metrics.bind(lambda: len(ingress.smtp.connections), lambda: ingress.enqueuer.backlog)
     metrics_server = metrics.serve_metrics(config.ingress.metrics_listen)
-    freeze_startup_heap()
     print_ready("ingress", smtp=ingress.smtp_address, grpc=ingress.grpc_address,
                 **ready_fields(metrics_server))
     log.info("ingress listening: smtp %s, grpc %s", ingress.smtp_address, ingress.grpc_address)

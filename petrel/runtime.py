@@ -143,13 +143,15 @@ def freeze_startup_heap() -> None:
     it exits, and every full collection under load would walk it again (30 to 40 ms a pass in
     ingress and egress, ≈ 50 ms in the gateway, whose FastAPI and pydantic models make the
     largest heap; such a pass stalls every request in flight). Frozen objects are still freed
-    by reference counting. Call once, when set-up is done, before announcing readiness; the
-    garbage of the set-up is collected first."""
+    by reference counting. ``print_ready`` calls it: a service announces readiness once, when
+    its set-up is done. The garbage of the set-up is collected first."""
     gc.collect()
     gc.freeze()
 
 
 def print_ready(service: str, **addresses: object) -> None:
     """Announce listening addresses on stdout as one JSON line (the supervisor and tests read
-    it to learn bound ports)."""
+    it to learn bound ports). Call once, when set-up is done: the start-up heap is frozen first
+    (``freeze_startup_heap``)."""
+    freeze_startup_heap()
     print(json.dumps({"ready": service, **addresses}), flush=True)

@@ -17,7 +17,7 @@ from petrel.events import EventLog
 from petrel.metrics import ready_fields
 from petrel.routing import Router
 from petrel.rpc import create_channel, create_server, set_serving
-from petrel.runtime import freeze_startup_heap, print_ready, run_service
+from petrel.runtime import print_ready, run_service
 from petrel.v1 import scheduler_pb2_grpc, spool_pb2_grpc
 from petrel.webhooks import Shipper
 from scheduler import metrics
@@ -99,7 +99,6 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     app = SchedulerApp(config)
     await app.start()
     metrics_server = metrics.serve_metrics(config.scheduler.metrics_listen)
-    freeze_startup_heap()
     print_ready("scheduler", grpc=app.address, **ready_fields(metrics_server))
     log.info("scheduler serving on %s (spool %s)", app.address, config.spool.address)
     await stop.wait()

@@ -12,7 +12,7 @@ from petrel.config import Config, split_hostport
 from petrel.events import EventLog
 from petrel.metrics import ready_fields
 from petrel.rpc import create_server, set_serving
-from petrel.runtime import freeze_startup_heap, print_ready, run_service
+from petrel.runtime import print_ready, run_service
 from petrel.v1 import spool_pb2_grpc
 from spool import metrics
 from spool.backend import open_backend
@@ -59,7 +59,6 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         location = str(config.spool_path) if backend.name == "rocksdb" else ""
         metrics.bind(backend.count, config.spool_path if backend.name == "rocksdb" else None)
         metrics_server = metrics.serve_metrics(config.spool.metrics_listen)
-        freeze_startup_heap()
         print_ready("spool", grpc=f"{host}:{port}", backend=backend.name, path=location,
                     messages=backend.count(), **ready_fields(metrics_server))
         log.info("spool serving on %s:%d (%s, %d messages)", host, port, backend.name,
